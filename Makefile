@@ -1,0 +1,56 @@
+# Two commands matter: `make demo` and `make test`. Each bootstraps its own .venv.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS := test,s3,parquet,dev
+
+.PHONY: help venv demo test lint typecheck unit integration e2e matrix bench dist clean
+
+help:
+	@echo "make demo   - run the followers example DAG end to end (local simulator, or the real API with NYNE_API_KEY/NYNE_API_SECRET)"
+	@echo "make test   - lint, type check, and the whole test suite (unit, integration, e2e, version matrix)"
+	@echo "make bench  - run the benchmarks and write benchmarks/RESULTS.md"
+	@echo "make dist   - build the sdist and wheel into dist/ and check them"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check airflow_provider_nyne tests example_dags benchmarks scripts
+	$(BIN)/ruff format --check airflow_provider_nyne tests example_dags benchmarks scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest -q -m "integration and not e2e" tests
+
+e2e: $(STAMP)
+	$(BIN)/pytest -q -m e2e tests
+
+test: lint typecheck $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+dist: $(STAMP)
+	rm -rf dist build
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+clean:
+	rm -rf $(VENV) .matrix dist build .demo .bench *.egg-info

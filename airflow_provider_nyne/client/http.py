@@ -1,0 +1,714 @@
+"""Sync and async HTTP clients for the Nyne Social Interactions API.
+
+Both clients share one request-building path, one response handler and one retry decision;
+only the transport differs. The exchange itself is written once, as a generator
+(:meth:`_ClientCore._exchange`) that yields "send this" and "sleep this long" steps; the sync
+and async clients are ten-line drivers of it.
+
+Retry policy (see :class:`RetryPolicy`):
+
+* ``GET`` (status, usage) is retried on 429 (honouring ``Retry-After``), 5xx, unreadable
+  answers and transport errors, with exponential backoff and jitter up to a limit.
+* ``POST`` (submit, which costs credits) is retried only when the failure proves the request
+  was not processed: the connection was never made (refused, connect timeout), or the API
+  answered 429 or 503. A read timeout or a dropped connection after sending is ambiguous: it
+  is reported as a :class:`NyneTransportError` with ``request_sent=True``, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import logging
+import platform as _platform
+import random
+import time
+import weakref
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import httpx
+
+from airflow_provider_nyne import __version__
+from airflow_provider_nyne.client.errors import (
+    NyneAuthError,
+    NyneCreditsError,
+    NyneError,
+    NyneForbiddenError,
+    NyneNotFoundError,
+    NyneRateLimitError,
+    NyneResponseError,
+    NyneServerError,
+    NyneTransportError,
+    NyneValidationError,
+    redact,
+)
+from airflow_provider_nyne.client.models import JobStatus
+from airflow_provider_nyne.client.request import InteractionRequest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.nyne.ai"
+INTERACTIONS_PATH = "/person/interactions"
+USAGE_PATH = "/usage"
+
+T = TypeVar("T")
+TransportKind = Literal["auto", "httpx", "aiohttp"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """
+    When and how long to wait before retrying a failed call.
+
+    :param max_retries: retries after the first attempt (0 disables retrying)
+    :param backoff_base: first delay in seconds; doubles each retry
+    :param backoff_max: cap of one delay in seconds
+    :param jitter: random fraction added to each delay (0.1 = up to +10%)
+    :param max_retry_after: longest ``Retry-After`` honoured in place; a longer one is raised
+        to the caller as :class:`NyneRateLimitError` instead of blocking
+    """
+
+    max_retries: int = 3
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    jitter: float = 0.1
+    max_retry_after: float = 120.0
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt + 1`` (``attempt`` counts from 0)."""
+        delay: float = min(self.backoff_max, self.backoff_base * (2**attempt))
+        return delay * (1.0 + random.uniform(0, self.jitter)) if self.jitter else delay
+
+    def delay_for(self, error: NyneError, attempt: int, *, idempotent: bool) -> float | None:
+        """Seconds to wait before retrying after ``error``, or ``None`` to give up and raise it."""
+        if attempt >= self.max_retries or not is_retry_safe(error, idempotent=idempotent):
+            return None
+        delay = self.backoff(attempt)
+        if isinstance(error, NyneRateLimitError) and error.retry_after is not None:
+            if error.retry_after > self.max_retry_after:
+                return None
+            delay = max(delay, error.retry_after)
+        return delay
+
+
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+def is_retry_safe(error: NyneError, *, idempotent: bool) -> bool:
+    """Whether a call that failed with ``error`` may be sent again without risking a second charge."""
+    if idempotent:
+        return error.retryable
+    # A POST that may have been processed must not be sent again.
+    if isinstance(error, NyneTransportError):
+        return not error.request_sent
+    if isinstance(error, NyneRateLimitError):
+        return True
+    return isinstance(error, NyneServerError) and error.status_code == 503
+
+
+class Credentials:
+    """The API key and secret. ``repr()`` and ``str()`` never show them."""
+
+    __slots__ = ("api_key", "api_secret")
+
+    def __init__(self, api_key: str, api_secret: str) -> None:
+        self.api_key = api_key
+        self.api_secret = api_secret
+
+    def __repr__(self) -> str:
+        return "Credentials(api_key='***', api_secret='***')"
+
+    __str__ = __repr__
+
+    def digest(self) -> str:
+        """A one-way digest, to tell accounts apart without keeping the values in a key."""
+        return hashlib.sha256(f"{self.api_key}\0{self.api_secret}".encode()).hexdigest()
+
+    def headers(self) -> dict[str, str]:
+        """The two authentication headers."""
+        return {"X-API-Key": self.api_key, "X-API-Secret": self.api_secret}
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One logical API call: what to send, and whether sending it twice is harmless."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] | None = None
+    body: bytes | None = None
+    idempotent: bool = True
+    request_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True)
+class _Send:
+    call: _Call
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+_Step = _Send | _Sleep
+_Outcome = httpx.Response | Exception
+
+_HINTS_401 = {
+    "missing_api_key": "the API key is missing: set the connection's login (API Key)",
+    "invalid_api_key": "the API key was rejected: check the connection's login (API Key)",
+    "missing_api_secret": "the API secret is missing: set the connection's password (API Secret)",
+    "invalid_api_secret": "the API secret was rejected: check the connection's password (API Secret)",
+}
+_HINTS_403 = {
+    "subscription_required": "this API needs an active Nyne subscription for the account",
+    "api_key_disabled": "the API key is disabled: enable it or create a new one in the Nyne dashboard",
+    "permission_denied": "the API key lacks permission for the Social Interactions API",
+    "ip_not_allowed": (
+        "the calling IP is not on the key's allow-list: add the public IP of your Airflow "
+        "workers and triggerer to the key's allowed IPs"
+    ),
+}
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date), else the rate-limit reset headers."""
+    value = headers.get("retry-after")
+    if value:
+        value = value.strip()
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - (now if now is not None else time.time()))
+    remaining = headers.get("x-ratelimit-remaining") or headers.get("ratelimit-remaining")
+    if remaining is not None and remaining.strip() == "0":
+        reset = headers.get("ratelimit-reset")
+        if reset:
+            try:
+                return max(0.0, float(reset))
+            except ValueError:
+                pass
+        reset = headers.get("x-ratelimit-reset")
+        if reset:
+            try:
+                epoch = float(reset)
+            except ValueError:
+                return None
+            return max(0.0, epoch - (now if now is not None else time.time()))
+    return None
+
+
+def _error_fields(body: Any) -> tuple[str | None, str | None]:
+    """Read the error code and message from whichever shape the body uses."""
+    if not isinstance(body, Mapping):
+        return None, None
+    code: Any = body.get("code")
+    message: Any = None
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        code = error.get("code") or error.get("type") or code
+        message = error.get("message") or error.get("detail")
+    elif isinstance(error, str):
+        if code is None and error.replace("_", "").isalnum() and error.lower() == error:
+            code = error
+        else:
+            message = error
+    if message is None:
+        message = body.get("message")
+    if message is None:
+        detail = body.get("detail")
+        if isinstance(detail, Mapping):
+            code = detail.get("code") or code
+            message = detail.get("message") or json.dumps(detail)[:300]
+        elif isinstance(detail, list):
+            message = json.dumps(detail)[:300]
+        elif detail is not None:
+            message = str(detail)
+    return (None if code is None else str(code)), (None if message is None else str(message))
+
+
+def error_from_response(
+    status: int,
+    body: Any,
+    headers: Mapping[str, str],
+    *,
+    request_id: str | None = None,
+) -> NyneError:
+    """Map an error answer (status, decoded body, headers) to the exception that names the fix."""
+    code, message = _error_fields(body)
+    detail = f": {message}" if message else ""
+    if status == 400 or status == 422:
+        field = code[len("invalid_") :] if code and code.startswith("invalid_") else None
+        return NyneValidationError(
+            f"the API rejected the request{detail}",
+            field=field,
+            status_code=status,
+            code=code,
+            request_id=request_id,
+        )
+    if status == 401:
+        hint = _HINTS_401.get(
+            code or "", "the API key or secret was rejected: check the connection's login and password"
+        )
+        return NyneAuthError(
+            f"authentication failed, {hint}{detail}", status_code=status, code=code, request_id=request_id
+        )
+    if status == 402:
+        return NyneCreditsError(
+            f"the account is out of credits: top up in the Nyne dashboard (each completed lookup with results costs 3){detail}",
+            status_code=status,
+            code=code,
+            request_id=request_id,
+        )
+    if status == 403:
+        hint = _HINTS_403.get(code or "", "the account may not make this call")
+        return NyneForbiddenError(
+            f"forbidden, {hint}{detail}", status_code=status, code=code, request_id=request_id
+        )
+    if status == 404:
+        what = f"request {request_id!r}" if request_id else "the resource"
+        return NyneNotFoundError(
+            f"{what} was not found: it expired or never existed; submit the lookup again{detail}",
+            status_code=status,
+            code=code or "request_not_found",
+            request_id=request_id,
+        )
+    if status == 429:
+        retry_after = parse_retry_after(headers)
+        wait = f" (retry after {retry_after:.0f}s)" if retry_after is not None else ""
+        return NyneRateLimitError(
+            f"rate limit exceeded{wait}: the API allows about 60 requests/minute and 1000/hour; "
+            f"lower concurrency with an Airflow pool{detail}",
+            retry_after=retry_after,
+            status_code=status,
+            code=code or "rate_limit_exceeded",
+            request_id=request_id,
+        )
+    if status >= 500:
+        return NyneServerError(
+            f"the Nyne API failed on its side{detail}", status_code=status, code=code, request_id=request_id
+        )
+    return NyneError(
+        f"unexpected answer from the Nyne API{detail}", status_code=status, code=code, request_id=request_id
+    )
+
+
+def _transport_error(exc: Exception, call: _Call) -> NyneTransportError:
+    """Classify a transport failure: could the request have reached the server?"""
+    cause = exc.__cause__
+    not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    if cause is not None and type(cause).__module__.startswith("aiohttp"):
+        # The aiohttp transport maps every aiohttp.ClientConnectionError (including "server
+        # disconnected" after sending) to ConnectTimeout; only a failed connect proves "not sent".
+        import aiohttp
+
+        not_sent = isinstance(cause, aiohttp.ClientConnectorError)
+    kind = type(exc).__name__
+    if not_sent:
+        message = f"{call.label} could not connect to the Nyne API ({kind}); nothing was sent"
+    elif call.idempotent:
+        message = f"{call.label} failed in transit ({kind})"
+    else:
+        message = (
+            f"{call.label} failed after the request was sent ({kind}); the API may have accepted it, "
+            "so it was not sent again"
+        )
+    return NyneTransportError(message, request_sent=not not_sent, request_id=call.request_id)
+
+
+class _ClientCore:
+    """Everything the sync and async clients share: configuration, request building, answers, retries."""
+
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 10,
+        allowed_callback_hosts: Iterable[str] | None = None,
+    ) -> None:
+        if not api_key:
+            raise NyneAuthError(
+                "the API key is missing: set the connection's login (API Key)", code="missing_api_key"
+            )
+        if not api_secret:
+            raise NyneAuthError(
+                "the API secret is missing: set the connection's password (API Secret)",
+                code="missing_api_secret",
+            )
+        self._credentials = Credentials(api_key, api_secret)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.max_connections = max_connections
+        self.allowed_callback_hosts = tuple(allowed_callback_hosts or ())
+        self._headers = {
+            **self._credentials.headers(),
+            "Accept": "application/json",
+            "User-Agent": user_agent(),
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, credentials=***)"
+
+    # Request building -------------------------------------------------------------------
+
+    def _submit_call(self, request: InteractionRequest) -> _Call:
+        if self.allowed_callback_hosts and request.callback_url:
+            # Re-check against the client's allow-list even if the request was built without it.
+            InteractionRequest.create(
+                request.social_media_url,
+                request.interaction_type,
+                username=request.username,
+                tweet_id=request.tweet_id,
+                max_results=request.max_results,
+                callback_url=request.callback_url,
+                platform=request.platform,
+                allowed_callback_hosts=self.allowed_callback_hosts,
+            )
+        body = json.dumps(request.to_payload(), separators=(",", ":")).encode()
+        return _Call("POST", INTERACTIONS_PATH, body=body, idempotent=False)
+
+    @staticmethod
+    def _status_call(request_id: str) -> _Call:
+        if not isinstance(request_id, str) or not request_id.strip():
+            raise NyneValidationError("request_id: must be a non-empty string", field="request_id")
+        rid = request_id.strip()
+        return _Call("GET", INTERACTIONS_PATH, params={"request_id": rid}, request_id=rid)
+
+    @staticmethod
+    def _usage_call() -> _Call:
+        return _Call("GET", USAGE_PATH)
+
+    def _build(self, call: _Call) -> httpx.Request:
+        headers = dict(self._headers)
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
+        return httpx.Request(
+            call.method,
+            self.base_url + call.path,
+            params=call.params,
+            content=call.body,
+            headers=headers,
+            extensions={"timeout": self.timeout.as_dict()},
+        )
+
+    # Answers ----------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return redact(text, (self._credentials.api_key, self._credentials.api_secret))
+
+    def _handle(self, response: httpx.Response, call: _Call) -> dict[str, Any]:
+        """Return ``data`` of a successful answer, or raise the error the answer means."""
+        status = response.status_code
+        try:
+            body: Any = json.loads(response.content) if response.content else None
+        except ValueError:
+            body = None
+            if 200 <= status < 300:
+                raise NyneResponseError(
+                    f"{call.label} answered {status} with a body that is not JSON",
+                    status_code=status,
+                    request_id=call.request_id,
+                ) from None
+        if 200 <= status < 300:
+            if not isinstance(body, Mapping) or body.get("success") is False:
+                raise NyneResponseError(
+                    f"{call.label} answered {status} without a successful envelope",
+                    status_code=status,
+                    request_id=call.request_id,
+                )
+            data = body.get("data")
+            if not isinstance(data, dict):
+                raise NyneResponseError(
+                    f"{call.label} answered {status} without a 'data' object",
+                    status_code=status,
+                    request_id=call.request_id,
+                )
+            return data
+        error = error_from_response(status, body, response.headers, request_id=call.request_id)
+        error.message = self._redact(error.message)
+        raise error
+
+    def _exchange(self, call: _Call) -> Generator[_Step, _Outcome, dict[str, Any]]:
+        """The retry loop, once for both clients: yields steps, receives responses or exceptions."""
+        attempt = 0
+        while True:
+            outcome = yield _Send(call)
+            error: NyneError
+            if isinstance(outcome, httpx.Response):
+                try:
+                    return self._handle(outcome, call)
+                except NyneError as err:
+                    error = err
+            elif isinstance(outcome, (httpx.TransportError, httpx.TimeoutException)):
+                error = _transport_error(outcome, call)
+            else:
+                raise outcome
+            delay = self.retry.delay_for(error, attempt, idempotent=call.idempotent)
+            if delay is None:
+                if attempt and isinstance(error, NyneError):
+                    error.message += f" (after {attempt + 1} attempts)"
+                raise error
+            log.warning(
+                "%s failed (%s); retry %d/%d in %.1fs",
+                call.label,
+                error,
+                attempt + 1,
+                self.retry.max_retries,
+                delay,
+            )
+            attempt += 1
+            yield _Sleep(delay)
+
+    # Results ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _request_id(data: Mapping[str, Any]) -> str:
+        rid = data.get("request_id")
+        if not isinstance(rid, str) or not rid:
+            raise NyneResponseError(
+                "the API accepted the submission but its answer has no request_id; check the Nyne "
+                "dashboard before submitting again, the lookup may be running"
+            )
+        return rid
+
+
+def user_agent() -> str:
+    """``airflow-provider-nyne/<version> httpx/<version> python/<version>``."""
+    return (
+        f"airflow-provider-nyne/{__version__} httpx/{httpx.__version__} python/{_platform.python_version()}"
+    )
+
+
+def _coerce_request(request: InteractionRequest | Mapping[str, Any]) -> InteractionRequest:
+    if isinstance(request, InteractionRequest):
+        return request
+    return InteractionRequest.from_payload(request)
+
+
+class NyneClient(_ClientCore):
+    """
+    Synchronous client over :class:`httpx.Client`, with connection reuse.
+
+    :param api_key: the ``X-API-Key`` value
+    :param api_secret: the ``X-API-Secret`` value
+    :param base_url: API root, default ``https://api.nyne.ai``
+    :param timeout: seconds for each read/write (connect is bounded by ``connect_timeout``)
+    :param connect_timeout: seconds to establish a connection
+    :param retry: the :class:`RetryPolicy` (default: 3 retries, 1 s doubling, 10% jitter)
+    :param max_connections: size of the connection pool
+    :param allowed_callback_hosts: optional allow-list checked for ``callback_url``
+    :param transport: an ``httpx`` transport (tests use ``httpx.MockTransport``)
+    """
+
+    def __init__(
+        self, api_key: str, api_secret: str, *, transport: httpx.BaseTransport | None = None, **kwargs: Any
+    ):
+        super().__init__(api_key, api_secret, **kwargs)
+        self._http = httpx.Client(
+            transport=transport,
+            limits=httpx.Limits(
+                max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+            ),
+            timeout=self.timeout,
+        )
+
+    def _run(self, call: _Call) -> dict[str, Any]:
+        steps = self._exchange(call)
+        step = next(steps)
+        while True:
+            if isinstance(step, _Sleep):
+                time.sleep(step.seconds)
+                step = next(steps)
+                continue
+            outcome: _Outcome
+            try:
+                outcome = self._http.send(self._build(step.call))
+            except httpx.HTTPError as exc:
+                outcome = exc
+            try:
+                step = steps.send(outcome)
+            except StopIteration as done:
+                return done.value
+
+    def submit(self, request: InteractionRequest | Mapping[str, Any]) -> str:
+        """
+        Submit a lookup (costs credits when it completes with results) and return its request id.
+
+        :param request: an :class:`InteractionRequest` or an API-style dict (aliases accepted)
+        """
+        return self._request_id(self._run(self._submit_call(_coerce_request(request))))
+
+    def get_status(self, request_id: str) -> JobStatus:
+        """
+        Poll a request (free). The :class:`JobStatus` carries the result once completed.
+
+        :param request_id: the id :meth:`submit` returned
+        """
+        call = self._status_call(request_id)
+        return JobStatus.from_api(self._run(call), request_id=call.request_id)
+
+    def get_usage(self) -> dict[str, Any]:
+        """Return the account's usage (``GET /usage``, free)."""
+        return self._run(self._usage_call())
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> NyneClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _make_async_transport(kind: TransportKind, max_connections: int) -> httpx.AsyncBaseTransport | None:
+    if kind == "httpx":
+        return None
+    try:
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError:
+        if kind == "aiohttp":
+            raise
+        return None
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return AiohttpTransport(limits=limits)
+
+
+class AsyncNyneClient(_ClientCore):
+    """
+    Asynchronous client over :class:`httpx.AsyncClient`; never blocks the event loop.
+
+    Takes the same parameters as :class:`NyneClient`, plus:
+
+    :param transport: an ``httpx`` async transport, or ``"auto"`` (default: httpx's API over
+        aiohttp's connection pool when ``httpx-aiohttp`` is installed, the cheapest per poll
+        measured; httpx's own pool otherwise), ``"httpx"`` or ``"aiohttp"``
+
+    Use :meth:`shared` in long-lived event loops (the triggerer) so that every waiting task
+    with the same connection reuses one small pool instead of opening its own.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        *,
+        transport: httpx.AsyncBaseTransport | TransportKind = "auto",
+        **kwargs: Any,
+    ):
+        super().__init__(api_key, api_secret, **kwargs)
+        if isinstance(transport, str):
+            transport_obj = _make_async_transport(transport, self.max_connections)
+        else:
+            transport_obj = transport
+        self._http = httpx.AsyncClient(
+            transport=transport_obj,
+            limits=httpx.Limits(
+                max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+            ),
+            timeout=self.timeout,
+        )
+        self._closed = False
+
+    async def _run(self, call: _Call) -> dict[str, Any]:
+        steps = self._exchange(call)
+        step = next(steps)
+        while True:
+            if isinstance(step, _Sleep):
+                await asyncio.sleep(step.seconds)
+                step = next(steps)
+                continue
+            outcome: _Outcome
+            try:
+                outcome = await self._http.send(self._build(step.call))
+            except httpx.HTTPError as exc:
+                outcome = exc
+            try:
+                step = steps.send(outcome)
+            except StopIteration as done:
+                return done.value
+
+    async def submit(self, request: InteractionRequest | Mapping[str, Any]) -> str:
+        """Async twin of :meth:`NyneClient.submit`."""
+        return self._request_id(await self._run(self._submit_call(_coerce_request(request))))
+
+    async def get_status(self, request_id: str) -> JobStatus:
+        """Async twin of :meth:`NyneClient.get_status`."""
+        call = self._status_call(request_id)
+        return JobStatus.from_api(await self._run(call), request_id=call.request_id)
+
+    async def get_usage(self) -> dict[str, Any]:
+        """Async twin of :meth:`NyneClient.get_usage`."""
+        return await self._run(self._usage_call())
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        self._closed = True
+        await self._http.aclose()
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed or self._http.is_closed
+
+    async def __aenter__(self) -> AsyncNyneClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @classmethod
+    def shared(
+        cls,
+        api_key: str,
+        api_secret: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        **kwargs: Any,
+    ) -> AsyncNyneClient:
+        """
+        The client shared by every caller in the running event loop with the same account and settings.
+
+        One pool per loop and connection: a thousand waiting triggers share a few keep-alive
+        connections. Clients are dropped with their loop. Must be called from inside a loop.
+
+        :param api_key: the ``X-API-Key`` value
+        :param api_secret: the ``X-API-Secret`` value
+        :param base_url: API root
+        :param kwargs: any other :class:`AsyncNyneClient` parameter (part of the sharing key)
+        """
+        loop = asyncio.get_running_loop()
+        key = (
+            Credentials(api_key, api_secret).digest(),
+            base_url.rstrip("/"),
+            tuple(sorted((k, repr(v)) for k, v in kwargs.items())),
+        )
+        per_loop = _SHARED.get(loop)
+        if per_loop is None:
+            per_loop = _SHARED[loop] = {}
+        client = per_loop.get(key)
+        if client is None or client.is_closed:
+            client = per_loop[key] = cls(api_key, api_secret, base_url=base_url, **kwargs)
+        return client
+
+
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], AsyncNyneClient]] = (
+    weakref.WeakKeyDictionary()
+)

@@ -1,0 +1,117 @@
+"""Provider metadata read by Airflow's providers manager.
+
+This module must not import ``airflow``: the providers manager imports it while Airflow
+itself is still initialising.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_nyne import __version__
+
+PACKAGE_NAME = "airflow-provider-nyne"
+CONN_TYPE = "nyne"
+HOOK_CLASS = "airflow_provider_nyne.hooks.nyne.NyneHook"
+
+#: Extra fields of the ``nyne`` connection (stored in ``Connection.extra``).
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "timeout": {
+        "label": "Request timeout (seconds)",
+        "description": "Seconds to wait for each API answer (default 30).",
+        "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 600},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": (
+            "Retries of a failed status or usage call (429, 5xx, network errors; default 3). "
+            "A submission is retried only when it provably did not reach the API."
+        ),
+        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+    },
+    "retry_backoff": {
+        "label": "Retry backoff (seconds)",
+        "description": "First delay between retries; it doubles each retry up to 30 s (default 1).",
+        "schema": {"type": ["number", "null"], "minimum": 0, "maximum": 60},
+    },
+    "callback_allowed_hosts": {
+        "label": "Allowed callback hosts",
+        "description": "Comma-separated host names (or *.domain wildcards) a callback_url may point at.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "callback_secret": {
+        "label": "Callback signing secret",
+        "description": "Secret used to sign callback URLs received by the Airflow api-server.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+}
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port"],
+    "relabeling": {"login": "API Key", "password": "API Secret", "host": "Base URL"},
+    "placeholders": {
+        "host": "https://api.nyne.ai",
+        "login": "your Nyne API key",
+        "password": "your Nyne API secret",
+        "extra": '{"timeout": 30, "max_retries": 3}',
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe this provider to Airflow: package, version, connection type and its form, classes."""
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "Nyne",
+        "description": "Nyne Social Interactions API: map who a Twitter/X or Instagram account interacts with.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Nyne",
+                "external-doc-url": "https://api.nyne.ai",
+                "tags": ["service"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Nyne",
+                "python-modules": [
+                    "airflow_provider_nyne.operators.interactions",
+                ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Nyne",
+                "python-modules": ["airflow_provider_nyne.sensors.interactions"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Nyne",
+                "python-modules": ["airflow_provider_nyne.hooks.nyne"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Nyne",
+                "python-modules": ["airflow_provider_nyne.triggers.interactions"],
+            }
+        ],
+        "transfers": [
+            {
+                "source-integration-name": "Nyne",
+                "target-integration-name": "Common IO",
+                "python-module": "airflow_provider_nyne.transfers.interactions_to_storage",
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": CONN_TYPE,
+                "hook-class-name": HOOK_CLASS,
+                "hook-name": "Nyne",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
+            }
+        ],
+    }
