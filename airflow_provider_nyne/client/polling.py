@@ -1,0 +1,429 @@
+"""Waiting for an interactions job: the polling schedule and the wait loop, written once.
+
+The same loop serves the trigger (async, in the triggerer) and the non-deferrable modes
+(sync, in a worker). Like the HTTP clients, it is written once as a generator of steps
+(:func:`_wait_steps` yields "poll now" or "sleep this long" and receives the poll's result);
+:func:`wait_for_job` and :func:`wait_for_job_sync` are short drivers of it.
+
+What the loop guarantees:
+
+* **Backoff**: the delay before poll *n* is ``poll_interval * backoff_factor ** n``, capped
+  at ``max_poll_interval`` (see :class:`PollSchedule`).
+* **Retry-After**: after a 429 the next poll waits at least what the API asked for.
+* **Transient errors** (5xx, 429, unreadable answers, transport failures) are tolerated up to
+  ``max_transient_errors`` *consecutive* ones; the next one is surfaced as the outcome.
+  Any successful poll resets the count. Permanent errors (401, 403, 404, ...) end the wait at once.
+* **Deadline**: ``deadline`` is an absolute wall-clock time (epoch seconds). The loop never
+  sleeps past it: the last sleep is shortened so that the last poll happens right at the
+  deadline, and if the job is still running then, the outcome is ``timeout``.
+
+The client passed in must not retry on its own (build it with
+``retry=RetryPolicy(max_retries=0)``): the loop's tolerance is then the only retry layer and
+``polls`` counts real HTTP requests. Per-poll work is small: only the state is read, never
+the interactions.
+
+This module does not import Airflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+from airflow_provider_nyne.client.errors import (
+    NyneError,
+    NyneRateLimitError,
+    NyneResponseError,
+    NyneServerError,
+    NyneTransportError,
+)
+from airflow_provider_nyne.client.models import JobState, JobStatus
+
+log = logging.getLogger(__name__)
+
+#: Delay before the first poll. Most lookups take seconds: the first answer comes quickly.
+DEFAULT_POLL_INTERVAL = 2.0
+#: Longest delay between two polls. One waiting task then makes at most ~60 polls an hour,
+#: 6% of the API's 1,000 requests/hour budget, and a long job is seen at most a minute late.
+DEFAULT_MAX_POLL_INTERVAL = 60.0
+#: Growth of the delay per poll. With 1.5 a job is noticed at most ~50% of its run time late
+#: until the cap is reached (2.0 would allow up to 100% late for the same number of polls saved).
+DEFAULT_BACKOFF_FACTOR = 1.5
+#: Random spread of each delay (+/- 10%), so that tasks started together do not poll together.
+DEFAULT_JITTER = 0.1
+#: Consecutive transient failures tolerated before the wait gives up with the last one.
+DEFAULT_MAX_TRANSIENT_ERRORS = 10
+
+#: The errors the loop tolerates (up to ``max_transient_errors`` in a row).
+TRANSIENT_ERRORS: tuple[type[NyneError], ...] = (
+    NyneServerError,
+    NyneTransportError,
+    NyneResponseError,
+    NyneRateLimitError,
+)
+
+WaitStatus = Literal["success", "failed", "error", "timeout"]
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """
+    When to poll: fast at first, exponentially slower, capped.
+
+    The delay before poll ``n`` (counting from 0) is
+    ``min(max_poll_interval, poll_interval * backoff_factor ** n)``, then spread by
+    ``jitter``. With the defaults: 2, 3, 4.5, 6.8, 10.1, 15.2, 22.8, 34.2, 51.3, 60, 60, ...
+    seconds, i.e. polls at 2, 5, 9.5, 16.3, 26.4, 41.6, 64.4, 98.6, 149.9, 209.9 s, then every
+    60 s.
+
+    :param poll_interval: delay before the first poll, in seconds (> 0)
+    :param max_poll_interval: cap of one delay, in seconds (>= ``poll_interval``)
+    :param backoff_factor: growth of the delay per poll (>= 1; 1 polls at a fixed interval)
+    :param jitter: random spread of each delay, as a fraction (0.1 = +/- 10%; 0 = exact)
+    """
+
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL
+    backoff_factor: float = DEFAULT_BACKOFF_FACTOR
+    jitter: float = DEFAULT_JITTER
+
+    def __post_init__(self) -> None:
+        if not self.poll_interval > 0:
+            raise ValueError(f"poll_interval must be > 0, got {self.poll_interval!r}")
+        if not self.max_poll_interval >= self.poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval!r}) must be >= poll_interval ({self.poll_interval!r})"
+            )
+        if not self.backoff_factor >= 1:
+            raise ValueError(f"backoff_factor must be >= 1, got {self.backoff_factor!r}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {self.jitter!r}")
+
+    def base_delay(self, n: int) -> float:
+        """The delay before poll ``n`` (from 0), without jitter."""
+        if n <= 0 or self.backoff_factor == 1:
+            return min(self.poll_interval, self.max_poll_interval)
+        # Avoid float overflow for large n: past the cap the answer is the cap.
+        delay = self.poll_interval
+        for _ in range(n):
+            delay *= self.backoff_factor
+            if delay >= self.max_poll_interval:
+                return self.max_poll_interval
+        return delay
+
+    def delay(self, n: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+        """
+        The delay before poll ``n`` (from 0), with jitter applied.
+
+        :param n: index of the poll about to be made
+        :param rng: ``uniform(a, b)`` source (tests pass a fixed one)
+        """
+        base = self.base_delay(n)
+        if not self.jitter:
+            return base
+        return base * rng(1.0 - self.jitter, 1.0 + self.jitter)
+
+    def poll_times(self, until: float) -> list[float]:
+        """Elapsed times (seconds after the wait starts) of every poll up to ``until``, without jitter."""
+        times: list[float] = []
+        elapsed = 0.0
+        n = 0
+        while True:
+            elapsed += self.base_delay(n)
+            if elapsed > until:
+                return times
+            times.append(elapsed)
+            n += 1
+
+    def delay_after(self, elapsed: float) -> float:
+        """
+        The delay to use when ``elapsed`` seconds have passed since the wait started.
+
+        For callers that do not keep a poll counter across polls (Airflow's reschedule mode
+        starts a fresh process for each poke): the delay of the poll the schedule would be at.
+
+        :param elapsed: seconds since the wait started
+        """
+        total = 0.0
+        n = 0
+        while True:
+            step = self.base_delay(n)
+            if total + step > elapsed or step >= self.max_poll_interval:
+                return step
+            total += step
+            n += 1
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    """
+    How a wait ended. Plain values only, so that it can travel in a trigger event.
+
+    :param status: ``success`` (job completed), ``failed`` (job failed), ``error`` (the API
+        or the network failed permanently, or too many transient errors in a row),
+        ``timeout`` (the deadline passed while the job was still running)
+    :param request_id: the request waited for
+    :param total_count: the result's total count (``success`` only)
+    :param message: what happened, naming the cause (the API's reason for ``failed``)
+    :param error_code: the API's error code (``request_not_found``, ``invalid_api_key``, ...)
+    :param http_status: the HTTP status of the error answer, when there was one
+    :param polls: how many status requests this wait made
+    """
+
+    status: WaitStatus
+    request_id: str
+    total_count: int | None = None
+    message: str | None = None
+    error_code: str | None = None
+    http_status: int | None = None
+    polls: int = 0
+
+    def to_event(self) -> dict[str, Any]:
+        """The outcome as a trigger event payload (a plain dict)."""
+        return asdict(self)
+
+
+class AsyncStatusClient(Protocol):
+    """What :func:`wait_for_job` needs from a client."""
+
+    def get_status(self, request_id: str) -> Awaitable[JobStatus]:
+        """Poll a request once."""
+        ...
+
+
+class SyncStatusClient(Protocol):
+    """What :func:`wait_for_job_sync` needs from a client."""
+
+    def get_status(self, request_id: str) -> JobStatus:
+        """Poll a request once."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Poll:
+    pass
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+_POLL = _Poll()
+_Step = _Poll | _Sleep
+_PollResult = JobStatus | NyneError
+
+
+def _error_outcome(request_id: str, error: NyneError, polls: int, note: str = "") -> WaitOutcome:
+    return WaitOutcome(
+        status="error",
+        request_id=request_id,
+        message=f"{error.message}{note}",
+        error_code=error.code,
+        http_status=error.status_code,
+        polls=polls,
+    )
+
+
+def _wait_steps(
+    request_id: str,
+    *,
+    deadline: float,
+    schedule: PollSchedule,
+    max_transient_errors: int,
+    clock: Callable[[], float],
+    rng: Callable[[float, float], float],
+    logger: Any,
+) -> Generator[_Step, _PollResult, WaitOutcome]:
+    """The wait loop, once for both drivers: yields steps, receives poll results, returns the outcome."""
+    polls = 0
+    consecutive = 0
+    last_state: JobState | None = None
+    last_error: NyneError | None = None
+    n = 0
+    while True:
+        remaining = deadline - clock()
+        if remaining <= 0 and polls:
+            break
+        delay = schedule.delay(n, rng)
+        if isinstance(last_error, NyneRateLimitError) and last_error.retry_after is not None:
+            delay = max(delay, last_error.retry_after)
+        if remaining > 0:
+            # Never sleep past the deadline: the last poll happens right at it.
+            yield _Sleep(min(delay, remaining))
+        n += 1
+        result = yield _POLL
+        polls += 1
+        if isinstance(result, NyneError):
+            if not isinstance(result, TRANSIENT_ERRORS):
+                return _error_outcome(request_id, result, polls)
+            consecutive += 1
+            last_error = result
+            if consecutive > max_transient_errors:
+                return _error_outcome(request_id, result, polls, f" ({consecutive} failed polls in a row)")
+            logger.warning(
+                "Polling Nyne request %s failed (%s); %d/%d transient errors in a row tolerated",
+                request_id,
+                result,
+                consecutive,
+                max_transient_errors,
+            )
+            continue
+        consecutive = 0
+        last_error = None
+        state = result.state
+        if state is JobState.COMPLETED:
+            total = result.total_count
+            logger.info("Nyne request %s completed: %s interactions (%d polls)", request_id, total, polls)
+            return WaitOutcome(
+                status="success",
+                request_id=request_id,
+                total_count=total,
+                message=f"request {request_id} completed",
+                polls=polls,
+            )
+        if state is JobState.FAILED:
+            reason = result.error or "no reason given"
+            logger.info("Nyne request %s failed: %s (%d polls)", request_id, reason, polls)
+            return WaitOutcome(
+                status="failed",
+                request_id=request_id,
+                message=f"request {request_id} failed: {reason}",
+                polls=polls,
+            )
+        if state is not last_state:
+            logger.info("Nyne request %s is %s", request_id, result.status)
+            last_state = state
+    detail = f" (last poll failed: {last_error})" if last_error is not None else ""
+    state_text = last_state.value if last_state is not None else "unknown"
+    return WaitOutcome(
+        status="timeout",
+        request_id=request_id,
+        message=f"request {request_id} still {state_text} at the deadline after {polls} polls{detail}",
+        error_code=last_error.code if last_error is not None else None,
+        http_status=last_error.status_code if last_error is not None else None,
+        polls=polls,
+    )
+
+
+async def wait_for_job(
+    client: AsyncStatusClient,
+    request_id: str,
+    *,
+    deadline: float,
+    schedule: PollSchedule | None = None,
+    max_transient_errors: int = DEFAULT_MAX_TRANSIENT_ERRORS,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    rng: Callable[[float, float], float] = random.uniform,
+    logger: Any = log,
+) -> WaitOutcome:
+    """
+    Poll ``request_id`` until it completes, fails, errors or the deadline passes; never blocks the loop.
+
+    :param client: an async client (``AsyncNyneClient``) built without retries
+    :param request_id: the request to wait for
+    :param deadline: absolute wall-clock deadline, epoch seconds
+    :param schedule: the :class:`PollSchedule` (defaults: 2 s first, x1.5, 60 s cap)
+    :param max_transient_errors: consecutive transient failures tolerated
+    :param clock: wall clock (tests pass a fake one)
+    :param sleep: async sleep (tests pass a fake one)
+    :param rng: ``uniform(a, b)`` for jitter
+    :param logger: where status changes are logged (``logging`` or structlog style)
+    """
+    steps = _wait_steps(
+        request_id,
+        deadline=deadline,
+        schedule=schedule or PollSchedule(),
+        max_transient_errors=max_transient_errors,
+        clock=clock,
+        rng=rng,
+        logger=logger,
+    )
+    step = next(steps)
+    try:
+        while True:
+            if isinstance(step, _Sleep):
+                await sleep(step.seconds)
+                step = next(steps)
+                continue
+            result: _PollResult
+            try:
+                result = await client.get_status(request_id)
+            except NyneError as err:
+                result = err
+            step = steps.send(result)
+    except StopIteration as done:
+        outcome: WaitOutcome = done.value
+        return outcome
+
+
+def wait_for_job_sync(
+    client: SyncStatusClient,
+    request_id: str,
+    *,
+    deadline: float,
+    schedule: PollSchedule | None = None,
+    max_transient_errors: int = DEFAULT_MAX_TRANSIENT_ERRORS,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Any] = time.sleep,
+    rng: Callable[[float, float], float] = random.uniform,
+    logger: Any = log,
+) -> WaitOutcome:
+    """
+    Blocking twin of :func:`wait_for_job`, for workers without a triggerer.
+
+    :param client: a sync client (``NyneClient``) built without retries
+    :param request_id: the request to wait for
+    :param deadline: absolute wall-clock deadline, epoch seconds
+    :param schedule: the :class:`PollSchedule`
+    :param max_transient_errors: consecutive transient failures tolerated
+    :param clock: wall clock
+    :param sleep: blocking sleep
+    :param rng: ``uniform(a, b)`` for jitter
+    :param logger: where status changes are logged
+    """
+    steps = _wait_steps(
+        request_id,
+        deadline=deadline,
+        schedule=schedule or PollSchedule(),
+        max_transient_errors=max_transient_errors,
+        clock=clock,
+        rng=rng,
+        logger=logger,
+    )
+    step = next(steps)
+    try:
+        while True:
+            if isinstance(step, _Sleep):
+                sleep(step.seconds)
+                step = next(steps)
+                continue
+            result: _PollResult
+            try:
+                result = client.get_status(request_id)
+            except NyneError as err:
+                result = err
+            step = steps.send(result)
+    except StopIteration as done:
+        outcome: WaitOutcome = done.value
+        return outcome
+
+
+__all__ = [
+    "DEFAULT_BACKOFF_FACTOR",
+    "DEFAULT_JITTER",
+    "DEFAULT_MAX_POLL_INTERVAL",
+    "DEFAULT_MAX_TRANSIENT_ERRORS",
+    "DEFAULT_POLL_INTERVAL",
+    "TRANSIENT_ERRORS",
+    "PollSchedule",
+    "WaitOutcome",
+    "wait_for_job",
+    "wait_for_job_sync",
+]
