@@ -24,5 +24,5 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 pytest_plugins = [
     "tests.fixtures.airflow",
-    # "tests.fixtures.simulator" is added by the simulator fixtures module
+    "tests.fixtures.simulator",
 ]
