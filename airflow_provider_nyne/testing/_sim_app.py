@@ -146,10 +146,10 @@ class SimulatorApp:
             return
         if due is None:
             return
-        job, data = due
+        job, data, generation = due
         assert job.query.callback_url is not None
         body = json.dumps(envelope(data), separators=(",", ":")).encode()
-        task = asyncio.ensure_future(self._deliver(job.request_id, job.query.callback_url, body))
+        task = asyncio.ensure_future(self._deliver(job.request_id, job.query.callback_url, body, generation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -162,9 +162,11 @@ class SimulatorApp:
             )
         return self._http
 
-    async def _deliver(self, request_id: str, url: str, body: bytes) -> None:
+    async def _deliver(self, request_id: str, url: str, body: bytes, generation: int) -> None:
         attempts = len(CALLBACK_RETRY_DELAYS) + 1
         for attempt in range(1, attempts + 1):
+            if generation != self.core.generation:
+                return  # the simulator was reset: this job no longer exists
             scale = self.core.settings.callback_time_scale
             timeout = max(CALLBACK_TIMEOUT * scale, MIN_CALLBACK_TIMEOUT)
             started = time.time()
@@ -186,12 +188,13 @@ class SimulatorApp:
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             delivered = status_code is not None and 200 <= status_code < 300
-            self.core.record_callback(
+            recorded = self.core.record_callback(
                 CallbackAttempt(
                     request_id, url, attempt, started, time.time(), status_code, error, delivered
                 ),
+                generation,
             )
-            if delivered:
+            if delivered or not recorded:
                 return
             if attempt < attempts:
                 await asyncio.sleep(

@@ -336,6 +336,8 @@ class SimulatorCore:
         self._fault_counter = 0
         self._submits_since_prune = 0
         self.started_wall = time.time()
+        #: Bumped by reset(); callback deliveries of an older generation stop.
+        self.generation = 0
         #: Called (under the lock, in the server thread) for every new job, to schedule completion.
         self.on_job_created: Callable[[Job], None] | None = None
 
@@ -373,6 +375,7 @@ class SimulatorCore:
         :param settings: also restore the settings given at construction.
         """
         with self.lock:
+            self.generation += 1
             if settings:
                 self.settings = self._initial_settings
             self.accounts = {a.api_key: replace(a) for a in self._initial_accounts}
@@ -740,10 +743,11 @@ class SimulatorCore:
             if not job.settled:
                 self._settle_locked(job)
 
-    def complete_job(self, request_id: str) -> tuple[Job, dict[str, Any]] | float | None:
+    def complete_job(self, request_id: str) -> tuple[Job, dict[str, Any], int] | float | None:
         """Settle a job at its completion time.
 
-        Returns the job and its callback data when a callback is due now, the seconds left
+        Returns the job, its callback data and the current :attr:`generation` when a callback
+        is due now, the seconds left
         when the job is not terminal yet, or None (job gone, no callback, or already started).
         """
         with self.lock:
@@ -757,7 +761,7 @@ class SimulatorCore:
             if job.query.callback_url is None or job.callback_started:
                 return None
             job.callback_started = True
-            return job, data
+            return job, data, self.generation
 
     def job_snapshot(self, request_id: str) -> dict[str, Any] | None:
         """Return what a poll by the owner would see now, without recording a poll."""
@@ -774,10 +778,13 @@ class SimulatorCore:
         with self.lock:
             self.ledger.requests.append(record)
 
-    def record_callback(self, attempt: CallbackAttempt) -> None:
-        """Append a callback attempt."""
+    def record_callback(self, attempt: CallbackAttempt, generation: int) -> bool:
+        """Append a callback attempt; return False (recording nothing) after a reset."""
         with self.lock:
+            if generation != self.generation:
+                return False
             self.ledger.callback_attempts.append(attempt)
+            return True
 
 
 def _rate_headers(limit: int, remaining: int, reset_at: float, now: float) -> dict[str, str]:

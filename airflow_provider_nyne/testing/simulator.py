@@ -678,7 +678,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        sim.start()
+        try:
+            sim.start()
+        except OSError as exc:
+            print(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         if args.ready_file:
             _write_ready_file(args.ready_file, sim.url)
         # Printing the credentials is the point here: they only exist in this simulator.

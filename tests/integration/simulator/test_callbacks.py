@@ -142,3 +142,16 @@ def test_unreachable_callback_records_errors(api: Api, sim: NyneSimulator) -> No
     attempts = sim.ledger.callback_attempts(request_id)
     assert all(a.status_code is None and a.error and "Connect" in a.error for a in attempts)
     assert api.poll(request_id).json()["data"]["status"] == "completed"
+
+
+def test_reset_stops_pending_deliveries(api: Api, sim: NyneSimulator, receiver: Receiver) -> None:
+    sim.configure(callback_time_scale=0.05)
+    receiver.statuses = [500]
+    api.submit_ok(username="jack", callback_url=receiver.url)
+    receiver.wait(1)
+
+    sim.reset()
+    time.sleep(0.4)  # the second attempt was due 0.05 s after the first
+
+    assert len(receiver.deliveries) == 1
+    assert sim.ledger.callback_attempts() == []

@@ -36,14 +36,14 @@ REPLY_FIELDS = {
 
 
 def test_status_moves_queued_processing_completed(api: Api, sim: NyneSimulator) -> None:
-    sim.faults.job_duration(0.8)
+    sim.faults.job_duration(1.2)  # queued for 0.3 s, processing until 1.2 s
     started = time.monotonic()
     request_id = api.submit_ok(username="jack")
 
     first = api.poll(request_id).json()["data"]
-    time.sleep(max(0.0, started + 0.4 - time.monotonic()))
+    time.sleep(max(0.0, started + 0.7 - time.monotonic()))
     middle = api.poll(request_id).json()["data"]
-    time.sleep(max(0.0, started + 0.85 - time.monotonic()))
+    time.sleep(max(0.0, started + 1.25 - time.monotonic()))
     last = api.poll(request_id).json()["data"]
 
     assert (first["status"], first["completed"]) == ("queued", False)
