@@ -14,7 +14,6 @@ import httpx
 
 from airflow_provider_nyne.testing._sim_controls import account_from_mapping, ledger_snapshot
 from airflow_provider_nyne.testing._sim_core import (
-    Account,
     CallbackAttempt,
     FaultRule,
     Job,
@@ -290,7 +289,6 @@ class SimulatorApp:
         body: bytes,
     ) -> tuple[int, dict[str, Any], dict[str, str], str | None]:
         rate_headers: dict[str, str] = {}
-        account: Account | None = None
         try:
             account = self.core.authenticate(endpoint, headers, client_ip)
             rate_headers = self.core.rate_limit(account, endpoint)
