@@ -25,4 +25,5 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 pytest_plugins = [
     "tests.fixtures.airflow",
     "tests.fixtures.simulator",
+    "tests.fixtures.s3",
 ]
