@@ -36,10 +36,20 @@ class NyneError(Exception):
         request_id: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
         self.status_code = status_code
         self.code = code
         self.request_id = request_id
+
+    @property
+    def message(self) -> str:
+        """The explanation (kept in ``args`` too, so that every way of printing the error agrees)."""
+        return str(self.args[0]) if self.args else ""
+
+    @message.setter
+    def message(self, value: str) -> None:
+        # The client redacts and annotates messages after construction; ``args`` must follow,
+        # or a secret echoed by the server would survive in ``err.args``.
+        self.args = (value,)
 
     def __str__(self) -> str:
         parts = []

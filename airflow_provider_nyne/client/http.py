@@ -18,6 +18,7 @@ Retry policy (see :class:`RetryPolicy`):
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import hashlib
 import json
@@ -116,8 +117,8 @@ class Credentials:
     __slots__ = ("api_key", "api_secret")
 
     def __init__(self, api_key: str, api_secret: str) -> None:
-        self.api_key = api_key
-        self.api_secret = api_secret
+        self.api_key = _header_safe(api_key, "API key", "login")
+        self.api_secret = _header_safe(api_secret, "API secret", "password")
 
     def __repr__(self) -> str:
         return "Credentials(api_key='***', api_secret='***')"
@@ -159,6 +160,20 @@ class _Sleep:
     seconds: float
 
 
+def _header_safe(value: str, what: str, field: str) -> str:
+    """Strip a credential and check it can be sent as a header, without ever echoing it."""
+    text = value.strip() if isinstance(value, str) else value
+    # A pasted trailing newline is common; a value an HTTP library rejects would be quoted
+    # verbatim in that library's error message, so refuse it here without showing it.
+    if not isinstance(text, str) or not text.isascii() or not text.isprintable() or " " in text:
+        raise NyneAuthError(
+            f"the {what} contains characters that cannot be sent in an HTTP header (non-ASCII, "
+            f"spaces or control characters): check the connection's {field}",
+            code=f"invalid_{what.lower().replace(' ', '_')}",
+        )
+    return text
+
+
 _Step = _Send | _Sleep
 _Outcome = httpx.Response | Exception
 
@@ -179,19 +194,43 @@ _HINTS_403 = {
 }
 
 
+_REQUEST_FIELDS = frozenset(
+    {
+        "social_media_url",
+        "twitter_url",
+        "type",
+        "interaction_type",
+        "username",
+        "tweet_id",
+        "max_results",
+        "callback_url",
+        "request_id",
+    }
+)
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds to wait from ``Retry-After`` (seconds or HTTP date), else the rate-limit reset headers."""
+    if not isinstance(headers, httpx.Headers):
+        headers = {str(k).lower(): str(v) for k, v in headers.items()}
+    now = now if now is not None else time.time()
     value = headers.get("retry-after")
     if value:
         value = value.strip()
         try:
             return max(0.0, float(value))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                parsed = None
             if parsed is not None:
-                return max(0.0, parsed.timestamp() - (now if now is not None else time.time()))
+                if parsed.tzinfo is None:  # "-0000" dates are UTC per RFC 5322
+                    parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+                return max(0.0, parsed.timestamp() - now)
     remaining = headers.get("x-ratelimit-remaining") or headers.get("ratelimit-remaining")
-    if remaining is not None and remaining.strip() == "0":
+    # Without a *-Remaining header (as on many 429 answers) the reset time is still the best hint.
+    if remaining is None or remaining.strip() == "0":
         reset = headers.get("ratelimit-reset")
         if reset:
             try:
@@ -204,7 +243,8 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
                 epoch = float(reset)
             except ValueError:
                 return None
-            return max(0.0, epoch - (now if now is not None else time.time()))
+            # Documented as Unix time; a small number can only be a delay in seconds.
+            return max(0.0, epoch - now) if epoch > 1e9 else max(0.0, epoch)
     return None
 
 
@@ -248,7 +288,9 @@ def error_from_response(
     code, message = _error_fields(body)
     detail = f": {message}" if message else ""
     if status == 400 or status == 422:
+        # invalid_<field> names the field at fault; invalid_json / invalid_request name none.
         field = code[len("invalid_") :] if code and code.startswith("invalid_") else None
+        field = field if field in _REQUEST_FIELDS else None
         return NyneValidationError(
             f"the API rejected the request{detail}",
             field=field,
@@ -305,15 +347,19 @@ def error_from_response(
 
 def _transport_error(exc: Exception, call: _Call) -> NyneTransportError:
     """Classify a transport failure: could the request have reached the server?"""
-    cause = exc.__cause__
+    aio = exc if _is_aiohttp_error(exc) else exc.__cause__ if _is_aiohttp_error(exc.__cause__) else None
     not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    if cause is not None and type(cause).__module__.startswith("aiohttp"):
+    if aio is not None:
         # The aiohttp transport maps every aiohttp.ClientConnectionError (including "server
         # disconnected" after sending) to ConnectTimeout; only a failed connect proves "not sent".
         import aiohttp
 
-        not_sent = isinstance(cause, aiohttp.ClientConnectorError)
-    kind = type(exc).__name__
+        connect_failed = (aiohttp.ClientConnectorError, getattr(aiohttp, "ConnectionTimeoutError", OSError))
+        not_sent = isinstance(aio, connect_failed) and not isinstance(aio, aiohttp.ServerDisconnectedError)
+    kind = type(aio if aio is not None else exc).__name__
+    reason = str(aio if aio is not None else exc).strip().splitlines()
+    if reason and reason[0]:
+        kind = f"{kind}: {reason[0][:200]}"
     if not_sent:
         message = f"{call.label} could not connect to the Nyne API ({kind}); nothing was sent"
     elif call.idempotent:
@@ -324,6 +370,11 @@ def _transport_error(exc: Exception, call: _Call) -> NyneTransportError:
             "so it was not sent again"
         )
     return NyneTransportError(message, request_sent=not not_sent, request_id=call.request_id)
+
+
+def _is_aiohttp_error(exc: object) -> bool:
+    """Whether ``exc`` comes from aiohttp (checked by module, so that aiohttp is imported only when used)."""
+    return isinstance(exc, Exception) and type(exc).__module__.startswith("aiohttp")
 
 
 class _ClientCore:
@@ -455,8 +506,10 @@ class _ClientCore:
                     return self._handle(outcome, call)
                 except NyneError as err:
                     error = err
-            elif isinstance(outcome, (httpx.TransportError, httpx.TimeoutException)):
+            elif isinstance(outcome, httpx.HTTPError) or _is_aiohttp_error(outcome):
+                # Not chained: aiohttp's exceptions carry the request headers (the credentials) in repr().
                 error = _transport_error(outcome, call)
+                error.message = self._redact(error.message)
             else:
                 raise outcome
             delay = self.retry.delay_for(error, attempt, idempotent=call.idempotent)
@@ -639,6 +692,11 @@ class AsyncNyneClient(_ClientCore):
             try:
                 outcome = await self._http.send(self._build(step.call))
             except httpx.HTTPError as exc:
+                outcome = exc
+            except Exception as exc:
+                # httpx-aiohttp lets some aiohttp errors through unmapped (a malformed answer).
+                if not _is_aiohttp_error(exc):
+                    raise
                 outcome = exc
             try:
                 step = steps.send(outcome)

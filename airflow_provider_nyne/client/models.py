@@ -256,11 +256,14 @@ class JobStatus:
         if not isinstance(data, Mapping):
             raise NyneResponseError(f"status data is a {type(data).__name__}, expected an object")
         state = JobState.parse(data.get("status"))
-        if state is JobState.UNKNOWN and data.get("completed") is True:
+        if state is JobState.UNKNOWN and parse_bool(data.get("completed")) is True:
             state = JobState.COMPLETED
         error = data.get("error")
         if isinstance(error, Mapping):
-            error = error.get("message") or error.get("code")
+            error = error.get("message") or error.get("code") or (dict(error) or None)
+        if state is JobState.UNKNOWN and data.get("status") is None and error:
+            # No status at all but a reason: the job failed (polling on would never end).
+            state = JobState.FAILED
         rid = data.get("request_id") or request_id or ""
         return cls(request_id=str(rid), state=state, error=None if error is None else str(error), data=data)
 

@@ -110,9 +110,12 @@ def parse_social_media_url(url: str) -> ParsedProfileURL:
 
 def _parse_twitter(url: str, segments: list[str]) -> ParsedProfileURL:
     field_name = "social_media_url"
-    # /i/web/status/<id> and /i/status/<id> name a tweet without its author.
-    if len(segments) >= 3 and segments[0] == "i" and segments[-2] in ("status", "statuses"):
-        return ParsedProfileURL(url, "twitter", None, _check_tweet_id(segments[-1], field_name))
+    # /i/web/status/<id> and /i/status/<id> (optionally followed by /photo/1 etc.) name a tweet
+    # without its author.
+    if segments and segments[0] == "i":
+        marker = next((n for n, s in enumerate(segments) if s in ("status", "statuses")), None)
+        if marker is not None and marker + 1 < len(segments):
+            return ParsedProfileURL(url, "twitter", None, _check_tweet_id(segments[marker + 1], field_name))
     if not segments:
         raise _fail(field_name, f"{url!r} has no profile in its path; use https://x.com/<username>")
     first = segments[0]
@@ -158,9 +161,16 @@ def _check_tweet_id(value: object, field_name: str = "tweet_id") -> str:
 
 
 def normalize_interaction_type(value: object) -> str:
-    """Normalise ``type``: lower case, no spaces, ``following,followers`` -> ``followers,following``."""
-    if not isinstance(value, str) or not value.strip():
+    """Normalise ``type``: lower case, no spaces, ``following,followers`` -> ``followers,following``.
+
+    A list such as ``["followers", "following"]`` is accepted as the comma-separated form.
+    """
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise _fail("type", f"is required; one of {', '.join(TWITTER_TYPES)}")
+    if not isinstance(value, str):
+        raise _fail("type", f"{value!r} must be a string, one of {', '.join(TWITTER_TYPES)}")
     parts = [p.strip().lower() for p in value.split(",") if p.strip()]
     unique = sorted(set(parts))
     normalized = ",".join(unique)
@@ -173,14 +183,11 @@ def normalize_max_results(value: object) -> int:
     """Parse ``max_results`` (default 100) and clamp it to 10-1000, warning when clamped."""
     if value is None or value == "":
         return DEFAULT_MAX_RESULTS
-    if isinstance(value, bool):
-        raise _fail("max_results", f"{value!r} is not a whole number between {MIN_RESULTS} and {MAX_RESULTS}")
     number: int
-    if isinstance(value, int):
+    # bool is an int subclass and a float may hide a fraction: both are almost always a mistake.
+    if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif (isinstance(value, float) and value.is_integer()) or (
-        isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value)
-    ):
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
         number = int(value)
     else:
         raise _fail("max_results", f"{value!r} is not a whole number between {MIN_RESULTS} and {MAX_RESULTS}")
@@ -263,9 +270,8 @@ class InteractionRequest:
         set_ = object.__setattr__
         itype = normalize_interaction_type(self.interaction_type)
         set_(self, "interaction_type", itype)
-        platform: str = (self.platform or "twitter").lower()
-        if platform in ("x", "twitter/x"):
-            platform = "twitter"
+        platform: str = str(self.platform or "twitter").strip().lower()
+        platform = _PLATFORM_ALIASES.get(platform, platform)
         username = self.username.strip().lstrip("@") if isinstance(self.username, str) else self.username
         if username == "":
             username = None
@@ -365,10 +371,19 @@ class InteractionRequest:
         :param platform: ``twitter`` or ``instagram`` when no URL says it (default ``twitter``)
         :param allowed_callback_hosts: optional allow-list for ``callback_url``
         """
-        url = _pick_alias("social_media_url", social_media_url, "twitter_url", twitter_url)
-        itype = _pick_alias("type", type, "interaction_type", interaction_type)
+        url = _pick_alias("social_media_url", social_media_url, "twitter_url", twitter_url, _strip)
+        itype = _pick_alias("type", type, "interaction_type", interaction_type, _type_key)
         if itype is None:
             raise _fail("type", f"is required; one of {', '.join(TWITTER_TYPES)}")
+        if platform not in (None, "") and url is not None:
+            # The URL decides the platform; an explicit platform that says otherwise is a mistake.
+            wanted = _PLATFORM_ALIASES.get(str(platform).strip().lower(), str(platform).strip().lower())
+            inferred = parse_social_media_url(url).platform
+            if wanted != inferred:
+                raise _fail(
+                    "platform",
+                    f"{platform!r} does not match the URL, which is a {_label(inferred)} URL; drop platform",
+                )
         if isinstance(tweet_id, int) and not isinstance(tweet_id, bool):
             tweet_id = str(tweet_id)
         return cls(
@@ -440,7 +455,26 @@ def _label(platform: str) -> str:
     return "Twitter/X" if platform == "twitter" else "Instagram"
 
 
-def _pick_alias(name: str, value: Any, alias: str, alias_value: Any) -> Any:
-    if value not in (None, "") and alias_value not in (None, "") and value != alias_value:
+_PLATFORM_ALIASES = {"x": "twitter", "twitter/x": "twitter", "twitter": "twitter", "instagram": "instagram"}
+
+
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _type_key(value: Any) -> Any:
+    # "following, followers" and "followers,following" ask the same thing: not a conflict.
+    try:
+        return normalize_interaction_type(value)
+    except NyneValidationError:
+        return value
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _pick_alias(name: str, value: Any, alias: str, alias_value: Any, key: Any = _strip) -> Any:
+    if not _empty(value) and not _empty(alias_value) and key(value) != key(alias_value):
         raise _fail(name, f"{name}={value!r} and its alias {alias}={alias_value!r} disagree; pass only one")
-    return value if value not in (None, "") else (alias_value if alias_value not in (None, "") else None)
+    return value if not _empty(value) else (alias_value if not _empty(alias_value) else None)

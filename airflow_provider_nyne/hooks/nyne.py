@@ -12,6 +12,7 @@ use a client shared by the whole event loop, so a trigger never blocks the loop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,7 +22,12 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from airflow_provider_nyne._compat import AirflowNotFoundException, mask_secret
-from airflow_provider_nyne.client.errors import NyneAuthError, NyneError, NyneValidationError
+from airflow_provider_nyne.client.errors import (
+    NyneAuthError,
+    NyneError,
+    NyneTransportError,
+    NyneValidationError,
+)
 from airflow_provider_nyne.client.http import DEFAULT_BASE_URL, AsyncNyneClient, NyneClient, RetryPolicy
 from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.client.request import InteractionRequest
@@ -80,8 +86,10 @@ def _number(
     if value is None:
         return default
     try:
+        if isinstance(value, bool):  # JSON true/false is not a number of seconds or retries
+            raise TypeError
         number = float(value)
-        if integer and not number.is_integer():
+        if not math.isfinite(number) or (integer and not number.is_integer()):
             raise ValueError
     except (TypeError, ValueError):
         kind = "a whole number" if integer else "a number"
@@ -99,11 +107,17 @@ def base_url_from(host: str | None, port: int | None, scheme: str | None) -> str
     """The API root from a connection's host (with or without scheme), port and optional ``scheme`` extra."""
     if not host:
         return DEFAULT_BASE_URL
-    text = host.strip().rstrip("/")
+    text = host.strip()
     if "://" not in text:
         text = f"{(scheme or 'https').lower()}://{text}"
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    text = text.rstrip("/")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    # The key and secret belong in login/password, never in the URL (it is logged).
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         raise NyneValidationError(
             f"Base URL {host!r} must be an http(s) URL such as {DEFAULT_BASE_URL}", field="host"
         )
@@ -122,29 +136,38 @@ def settings_from_connection(conn: Any) -> NyneConnectionSettings:
     :raises NyneValidationError: when an extra field has a wrong type
     """
     conn_id = conn.conn_id or DEFAULT_CONN_ID
-    if not conn.login:
+    # A pasted key often carries a trailing newline; the masker must see the value actually sent.
+    api_key = conn.login.strip() if isinstance(conn.login, str) else conn.login
+    api_secret = conn.password.strip() if isinstance(conn.password, str) else conn.password
+    if not api_key:
         raise NyneAuthError(
             f"connection {conn_id!r} has no API key: set its login (shown as 'API Key' in the form)",
             code="missing_api_key",
         )
-    if not conn.password:
+    if not api_secret:
         raise NyneAuthError(
             f"connection {conn_id!r} has no API secret: set its password (shown as 'API Secret' in the form)",
             code="missing_api_secret",
         )
-    mask_secret(conn.login)
-    mask_secret(conn.password)
+    mask_secret(api_key)
+    mask_secret(api_secret)
     extras: Mapping[str, Any] = conn.extra_dejson or {}
     hosts = _extra(extras, "callback_allowed_hosts") or ()
     if isinstance(hosts, str):
         hosts = tuple(h.strip() for h in hosts.split(",") if h.strip())
+    elif not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts):
+        raise NyneValidationError(
+            f"connection {conn_id!r}: extra field 'callback_allowed_hosts' must be a comma-separated "
+            f"string or a list of host names, got {hosts!r}",
+            field="callback_allowed_hosts",
+        )
     secret = _extra(extras, "callback_secret")
     if secret:
         mask_secret(str(secret))
     return NyneConnectionSettings(
         conn_id=conn_id,
-        api_key=conn.login,
-        api_secret=conn.password,
+        api_key=api_key,
+        api_secret=api_secret,
         base_url=base_url_from(conn.host, conn.port, _extra(extras, "scheme")),
         timeout=_number(extras, "timeout", 30.0, conn_id) or 30.0,
         max_retries=_number(extras, "max_retries", 3, conn_id, integer=True),
@@ -299,6 +322,8 @@ class NyneHook(BaseHook):
         """Check the credentials with the free ``GET /usage`` (the form's Test button, ``airflow connections test``)."""
         try:
             usage = self.get_usage()
+        except NyneTransportError as err:
+            return False, f"{err}; check the connection's Base URL ({self.settings.base_url})"
         except NyneError as err:
             return False, str(err)
         except Exception as err:
