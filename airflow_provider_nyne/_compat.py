@@ -33,6 +33,16 @@ def mask_secret(value: str | None) -> None:
         _mask_secret(value)
 
 
+def get_config_option(section: str, key: str) -> str | None:
+    """An Airflow config option (``[section] key`` or ``AIRFLOW__SECTION__KEY``), or ``None`` when unset."""
+    try:  # newer Task SDKs have their own parser (workers, triggerers and the api-server read the same config)
+        from airflow.sdk.configuration import conf
+    except ImportError:  # Airflow 3.1
+        from airflow.configuration import conf
+    value = conf.get(section, key, fallback=None)
+    return None if value in (None, "") else str(value)
+
+
 def get_task_state_store(context: Any) -> Any | None:
     """The task's ``task_state_store`` (Airflow 3.3+), or ``None`` where Airflow has none."""
     try:
@@ -50,6 +60,7 @@ __all__ = [
     "AirflowNotFoundException",
     "AirflowSkipException",
     "TaskDeferred",
+    "get_config_option",
     "get_task_state_store",
     "mask_secret",
 ]

@@ -1,0 +1,130 @@
+"""Callback settings read from Airflow configuration (section ``[nyne]``).
+
+==============================  ================================================  ==============
+option (env variable)           meaning                                           default
+==============================  ================================================  ==============
+``callback_base_url``           public root of the api-server as Nyne reaches it  (required)
+(``AIRFLOW__NYNE__CALLBACK_BASE_URL``)
+``callback_secret``             signing secret when the connection has none       (none)
+``callback_internal_url``       api-server root as triggerers/workers reach it     derived
+``callback_max_body_bytes``     largest callback body accepted (413 above)        10485760
+``callback_retention_days``     days a received callback is kept                  7
+``callback_resume_deferred``    resume a waiting task straight from the receiver  True
+==============================  ================================================  ==============
+
+Secret precedence: the ``nyne`` connection's ``callback_secret`` extra wins; the
+``[nyne] callback_secret`` option is the deployment-wide fallback. The connection used is the
+one the submitting task names (it is carried in the correlation id), so different accounts
+can use different secrets while a single config secret serves everyone else.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from airflow_provider_nyne._compat import get_config_option
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_RETENTION_DAYS",
+    "SECTION",
+    "CallbackConfigError",
+    "base_url",
+    "config_secret",
+    "internal_url",
+    "max_body_bytes",
+    "resume_deferred",
+    "retention_seconds",
+]
+
+SECTION = "nyne"
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_RETENTION_DAYS = 7.0
+
+
+class CallbackConfigError(ValueError):
+    """Callback mode is not configured (raised before any request is sent)."""
+
+
+def _option(key: str) -> str | None:
+    return get_config_option(SECTION, key)
+
+
+def _http_root(value: str, key: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CallbackConfigError(f"[{SECTION}] {key} must be an http(s) URL, got {value!r}")
+    return value.strip().rstrip("/")
+
+
+def base_url(required: bool = True) -> str | None:
+    """
+    The public root of the api-server that Nyne POSTs callbacks to (``[nyne] callback_base_url``).
+
+    :param required: raise :class:`CallbackConfigError` naming the option when it is unset
+    """
+    value = _option("callback_base_url")
+    if not value:
+        if required:
+            raise CallbackConfigError(
+                f"callback mode needs the public URL of the Airflow api-server: set [{SECTION}] "
+                f"callback_base_url (env AIRFLOW__NYNE__CALLBACK_BASE_URL), e.g. https://airflow.example.com"
+            )
+        return None
+    return _http_root(value, "callback_base_url")
+
+
+def config_secret() -> str | None:
+    """The deployment-wide signing secret (``[nyne] callback_secret``), if set."""
+    return _option("callback_secret")
+
+
+def internal_url() -> str | None:
+    """
+    The api-server root as triggerers and workers reach it, for reading the callback mailbox.
+
+    ``[nyne] callback_internal_url`` when set; otherwise the root of
+    ``[core] execution_api_server_url`` (where task processes already reach the api-server);
+    otherwise ``[nyne] callback_base_url``.
+    """
+    value = _option("callback_internal_url")
+    if value:
+        return _http_root(value, "callback_internal_url")
+    execution = get_config_option("core", "execution_api_server_url")
+    if execution:
+        root = execution.strip().rstrip("/")
+        if root.endswith("/execution"):
+            root = root[: -len("/execution")]
+        parts = urlsplit(root)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return root
+    return base_url(required=False)
+
+
+def _number(key: str, default: float) -> float:
+    value = _option(key)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise CallbackConfigError(f"[{SECTION}] {key} must be a number, got {value!r}") from None
+    if number < 0:
+        raise CallbackConfigError(f"[{SECTION}] {key} must not be negative")
+    return number
+
+
+def max_body_bytes() -> int:
+    """Largest callback body the receiver reads (``[nyne] callback_max_body_bytes``, default 10 MiB)."""
+    return int(_number("callback_max_body_bytes", DEFAULT_MAX_BODY_BYTES))
+
+
+def retention_seconds() -> float:
+    """How long received callbacks are kept (``[nyne] callback_retention_days``, default 7)."""
+    return _number("callback_retention_days", DEFAULT_RETENTION_DAYS) * 86400.0
+
+
+def resume_deferred() -> bool:
+    """Whether the receiver resumes a waiting task itself (``[nyne] callback_resume_deferred``)."""
+    value = (_option("callback_resume_deferred") or "true").strip().lower()
+    return value not in ("0", "false", "no", "off")

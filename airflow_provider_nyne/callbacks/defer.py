@@ -1,0 +1,332 @@
+"""Submit with a callback URL, then wait for the callback (deferred mode) or not (asset mode).
+
+These functions are what ``NyneSubmitInteractionsOperator(wait_mode="callback")`` runs, and
+work with any operator that has a ``log``, ``defer()`` and ``nyne_conn_id``:
+
+* :func:`plan_callback` builds the capability URL for the running task instance. It checks
+  the configuration first (``[nyne] callback_base_url`` and a signing secret) and raises
+  :class:`~airflow_provider_nyne.callbacks.config.CallbackConfigError` naming what to set,
+  before any HTTP request;
+* :func:`defer_on_callback` defers on :class:`~airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger`,
+  which never polls the API (one status request at the deadline if no callback came);
+* :func:`submit_and_defer_on_callback` and :func:`submit_with_asset_callback` do the whole
+  thing for a request.
+
+The events reaching ``execute_complete`` have the shape of the polling trigger's, so
+``utils.waiting.check_event`` validates both ways of waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, NoReturn
+
+from airflow_provider_nyne._compat import AirflowFailException, mask_secret
+from airflow_provider_nyne.callbacks import config
+from airflow_provider_nyne.callbacks.assets import interactions_asset_uri
+from airflow_provider_nyne.callbacks.config import CallbackConfigError
+from airflow_provider_nyne.callbacks.tokens import (
+    CallbackTarget,
+    callback_url,
+    encode_correlation_id,
+    make_token,
+)
+from airflow_provider_nyne.callbacks.triggers import DEFAULT_MAILBOX_INTERVAL, NyneCallbackTrigger
+from airflow_provider_nyne.client.request import InteractionRequest
+from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
+
+__all__ = [
+    "CORRELATION_XCOM_KEY",
+    "DEFER_TIMEOUT_GRACE",
+    "WAIT_MODES",
+    "CallbackPlan",
+    "callback_target",
+    "check_wait_mode",
+    "defer_on_callback",
+    "plan_callback",
+    "resolve_asset",
+    "submit_and_defer_on_callback",
+    "submit_with_asset_callback",
+]
+
+WAIT_MODES = ("poll", "callback")
+#: XCom key holding the correlation id of the callback URL (to read the stored result later).
+CORRELATION_XCOM_KEY = "callback_correlation_id"
+#: Airflow's own deferral timeout runs this much past the trigger's deadline (a safety net).
+DEFER_TIMEOUT_GRACE = 300.0
+
+
+def check_wait_mode(wait_mode: str) -> str:
+    """
+    Validate a ``wait_mode`` argument (at DAG-parse time).
+
+    :param wait_mode: ``poll`` or ``callback``
+    :raises ValueError: for anything else
+    """
+    if wait_mode not in WAIT_MODES:
+        raise ValueError(f"wait_mode must be one of {', '.join(WAIT_MODES)}; got {wait_mode!r}")
+    return wait_mode
+
+
+@dataclass(frozen=True)
+class CallbackPlan:
+    """
+    The callback URL of one submission. ``repr()`` hides the URL (it is a credential).
+
+    :param url: the capability URL sent to Nyne as ``callback_url``
+    :param correlation_id: what the URL wakes, encoded
+    :param target: the same, decoded
+    """
+
+    url: str
+    correlation_id: str
+    target: CallbackTarget
+
+    def __repr__(self) -> str:
+        return f"CallbackPlan(target={self.target!r})"
+
+
+def _asset_name_uri(asset: Any) -> tuple[str | None, str | None]:
+    if asset is None:
+        return None, None
+    if isinstance(asset, str):
+        return asset, asset
+    name = getattr(asset, "name", None)
+    uri = getattr(asset, "uri", None)
+    if not name and not uri:
+        raise ValueError(f"callback_asset must be an Asset or a URI string; got {asset!r}")
+    return name or uri, uri or name
+
+
+def resolve_asset(asset: Any, request: InteractionRequest | None) -> tuple[str | None, str | None]:
+    """
+    ``(name, uri)`` of the Asset a callback records an event on.
+
+    :param asset: an ``Asset``, a URI string, ``True`` for the request's default
+        (:func:`~airflow_provider_nyne.callbacks.assets.interactions_asset_uri`), or ``None``/``False`` for none
+    :param request: the request (needed for the default)
+    """
+    if asset is True:
+        if request is None:
+            raise ValueError("the default callback Asset needs the request")
+        uri = interactions_asset_uri(request)
+        return uri, uri
+    if asset is None or asset is False:
+        return None, None
+    return _asset_name_uri(asset)
+
+
+def callback_target(
+    context: Mapping[str, Any],
+    *,
+    nyne_conn_id: str = DEFAULT_CONN_ID,
+    wait: bool,
+    asset_name: str | None = None,
+    asset_uri: str | None = None,
+) -> CallbackTarget:
+    """
+    The target of a callback for the running task instance.
+
+    :param context: the task's Airflow context
+    :param nyne_conn_id: the connection whose secret signs the URL
+    :param wait: the task defers waiting for the callback
+    :param asset_name: Asset to record an event on (asset mode)
+    :param asset_uri: its URI
+    """
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    return CallbackTarget(
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        map_index=-1 if map_index is None else int(map_index),
+        wait=wait,
+        asset_name=asset_name,
+        asset_uri=asset_uri,
+        conn_id=None if nyne_conn_id == DEFAULT_CONN_ID else nyne_conn_id,
+    )
+
+
+def plan_callback(
+    context: Mapping[str, Any],
+    hook: NyneHook,
+    *,
+    wait: bool,
+    asset_name: str | None = None,
+    asset_uri: str | None = None,
+) -> CallbackPlan:
+    """
+    Build the callback URL for the running task instance; fails before any HTTP request.
+
+    The secret is the connection's ``callback_secret`` extra, else ``[nyne] callback_secret``
+    (the receiver uses the same precedence).
+
+    :param context: the task's Airflow context
+    :param hook: the hook of the submitting connection
+    :param wait: the task defers waiting for the callback
+    :param asset_name: Asset to record an event on
+    :param asset_uri: its URI
+    :raises CallbackConfigError: when ``[nyne] callback_base_url`` or the secret is missing
+    """
+    base = config.base_url(required=True)
+    assert base is not None
+    secret = hook.settings.callback_secret or config.config_secret()
+    if not secret:
+        raise CallbackConfigError(
+            f"callback mode needs a signing secret: set the callback_secret extra of connection "
+            f"{hook.nyne_conn_id!r} or [nyne] callback_secret (env AIRFLOW__NYNE__CALLBACK_SECRET), "
+            "the same on the api-server and the workers"
+        )
+    target = callback_target(
+        context, nyne_conn_id=hook.nyne_conn_id, wait=wait, asset_name=asset_name, asset_uri=asset_uri
+    )
+    correlation_id = encode_correlation_id(target)
+    # The token is a credential for this task's callback: keep it out of logs.
+    mask_secret(make_token(secret, correlation_id))
+    return CallbackPlan(callback_url(base, correlation_id, secret), correlation_id, target)
+
+
+def defer_on_callback(
+    task: Any,
+    request_id: str,
+    correlation_id: str,
+    *,
+    deadline: float,
+    nyne_conn_id: str = DEFAULT_CONN_ID,
+    mailbox_interval: float = DEFAULT_MAILBOX_INTERVAL,
+    reconcile: bool = True,
+    method_name: str = "execute_complete",
+) -> NoReturn:
+    """
+    Free the worker: defer ``task`` on :class:`NyneCallbackTrigger` until the callback or ``deadline``.
+
+    :param task: the operator deferring
+    :param request_id: the submitted request
+    :param correlation_id: the correlation id of its callback URL
+    :param deadline: absolute deadline, epoch seconds
+    :param nyne_conn_id: the ``nyne`` connection
+    :param mailbox_interval: seconds between the trigger's safety-net mailbox reads
+    :param reconcile: one status request at the deadline if no callback came
+    :param method_name: the task method that receives the event
+    """
+    trigger = NyneCallbackTrigger(
+        request_id=request_id,
+        correlation_id=correlation_id,
+        end_time=deadline,
+        nyne_conn_id=nyne_conn_id,
+        mailbox_interval=mailbox_interval,
+        reconcile=reconcile,
+    )
+    remaining = max(0.0, deadline - time.time())
+    log = getattr(task, "log", None)
+    if log is not None:
+        log.info(
+            "Deferring until the callback of Nyne request %s arrives (no polling; at most %.0fs)",
+            request_id,
+            remaining,
+        )
+    task.defer(
+        trigger=trigger,
+        method_name=method_name,
+        timeout=timedelta(seconds=remaining + DEFER_TIMEOUT_GRACE),
+    )
+    raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
+
+
+def _build_request(
+    hook: NyneHook, request: InteractionRequest | Mapping[str, Any], plan_url: str
+) -> InteractionRequest:
+    fields = request.to_payload() if isinstance(request, InteractionRequest) else dict(request)
+    fields.pop("callback_url", None)
+    return hook.build_request(**fields, callback_url=plan_url)
+
+
+def _request_for_asset(request: InteractionRequest | Mapping[str, Any]) -> InteractionRequest:
+    if isinstance(request, InteractionRequest):
+        return request
+    fields = {k: v for k, v in request.items() if k != "callback_url"}
+    return InteractionRequest.create(**fields)
+
+
+def _plan_or_fail(context: Mapping[str, Any], hook: NyneHook, **kwargs: Any) -> CallbackPlan:
+    try:
+        return plan_callback(context, hook, **kwargs)
+    except CallbackConfigError as err:
+        raise AirflowFailException(str(err)) from err
+
+
+def submit_and_defer_on_callback(
+    task: Any,
+    context: Mapping[str, Any],
+    hook: NyneHook,
+    request: InteractionRequest | Mapping[str, Any],
+    *,
+    timeout: float,
+    asset: Any = None,
+    mailbox_interval: float = DEFAULT_MAILBOX_INTERVAL,
+    method_name: str = "execute_complete",
+) -> NoReturn:
+    """
+    Deferred mode in one call: plan the URL, submit with it, push XComs, defer on the callback.
+
+    Pushes XComs ``request_id`` and ``callback_correlation_id`` before deferring. Does not
+    reconnect to a previous try's request: an operator that does keeps its own record and
+    calls :func:`plan_callback` and :func:`defer_on_callback` itself.
+
+    :param task: the operator
+    :param context: the task's Airflow context
+    :param hook: the hook of the submitting connection
+    :param request: the request (fields or a built request; its ``callback_url`` is replaced)
+    :param timeout: seconds to wait for the callback before the one reconciliation
+    :param asset: also record an Asset event (an ``Asset``, a URI, or ``True`` for the default)
+    :param mailbox_interval: seconds between the trigger's safety-net mailbox reads
+    :param method_name: the task method that receives the event
+    """
+    name, uri = resolve_asset(asset, _request_for_asset(request) if asset is True else None)
+    plan = _plan_or_fail(context, hook, wait=True, asset_name=name, asset_uri=uri)
+    built = _build_request(hook, request, plan.url)
+    request_id = hook.submit_interactions(built)
+    ti = context["ti"]
+    ti.xcom_push(key="request_id", value=request_id)
+    ti.xcom_push(key=CORRELATION_XCOM_KEY, value=plan.correlation_id)
+    defer_on_callback(
+        task,
+        request_id,
+        plan.correlation_id,
+        deadline=time.time() + float(timeout),
+        nyne_conn_id=hook.nyne_conn_id,
+        mailbox_interval=mailbox_interval,
+        method_name=method_name,
+    )
+
+
+def submit_with_asset_callback(
+    context: Mapping[str, Any],
+    hook: NyneHook,
+    request: InteractionRequest | Mapping[str, Any],
+    *,
+    asset: Any = True,
+) -> str:
+    """
+    Asset mode in one call: submit with a callback URL that records an Asset event; do not wait.
+
+    Pushes XComs ``request_id`` and ``callback_correlation_id``; returns the request id.
+
+    :param context: the task's Airflow context
+    :param hook: the hook of the submitting connection
+    :param request: the request (fields or a built request; its ``callback_url`` is replaced)
+    :param asset: the Asset (an ``Asset`` or URI; ``True``: the request's default Asset)
+    """
+    name, uri = resolve_asset(asset, _request_for_asset(request))
+    if not uri:
+        raise ValueError("asset mode needs an Asset")
+    plan = _plan_or_fail(context, hook, wait=False, asset_name=name, asset_uri=uri)
+    built = _build_request(hook, request, plan.url)
+    request_id = hook.submit_interactions(built)
+    ti = context["ti"]
+    ti.xcom_push(key="request_id", value=request_id)
+    ti.xcom_push(key=CORRELATION_XCOM_KEY, value=plan.correlation_id)
+    return request_id

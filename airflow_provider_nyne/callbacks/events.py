@@ -1,0 +1,80 @@
+"""Callback payloads and the events a waiting task receives: pure functions, no Airflow, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_nyne.client.models import JobState, JobStatus
+from airflow_provider_nyne.client.polling import WaitOutcome
+
+__all__ = ["CallbackPayloadError", "event_from_status", "event_from_status_data", "extract_status_data"]
+
+
+class CallbackPayloadError(ValueError):
+    """The callback body is not a usable job status (the receiver answers ``400``)."""
+
+
+def extract_status_data(body: Any) -> dict[str, Any]:
+    """
+    The job status ``data`` object from a callback body: the API envelope or a bare object.
+
+    :param body: the decoded JSON body
+    :raises CallbackPayloadError: when there is no object with a ``request_id``
+    """
+    if not isinstance(body, Mapping):
+        raise CallbackPayloadError(f"callback body must be a JSON object, got {type(body).__name__}")
+    data = body.get("data")
+    candidate = data if isinstance(data, Mapping) and data.get("request_id") else body
+    request_id = candidate.get("request_id")
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int) or not str(request_id).strip():
+        raise CallbackPayloadError("callback body carries no request_id")
+    return dict(candidate)
+
+
+def event_from_status(
+    status: JobStatus, source: str, *, correlation_id: str | None = None, polls: int = 0
+) -> dict[str, Any]:
+    """
+    The trigger event a waiting task receives for a finished job.
+
+    Same shape as :class:`~airflow_provider_nyne.triggers.interactions.NyneInteractionsTrigger`'s
+    events (``status`` ``success``/``failed``, ``request_id``, ``total_count``, ``message``,
+    ``polls``), so one ``execute_complete`` handles both ways of waiting; plus ``source``
+    and ``correlation_id``. Never the result itself: it stays in the receiver's table.
+
+    :param status: a terminal job status
+    :param source: where it came from: ``callback``, ``mailbox`` or ``reconcile``
+    :param correlation_id: the correlation id of the callback URL
+    :param polls: status requests made to the API while waiting (``0`` unless reconciled)
+    :raises ValueError: when the status is not terminal
+    """
+    rid = status.request_id
+    if status.state is JobState.COMPLETED:
+        outcome = WaitOutcome(
+            "success", rid, total_count=status.total_count, message=f"request {rid} completed", polls=polls
+        )
+    elif status.state is JobState.FAILED:
+        outcome = WaitOutcome(
+            "failed", rid, message=f"request {rid} failed: {status.error or 'no reason given'}", polls=polls
+        )
+    else:
+        raise ValueError(f"request {rid} is still {status.status}")
+    event = outcome.to_event()
+    event["source"] = source
+    event["correlation_id"] = correlation_id
+    return event
+
+
+def event_from_status_data(
+    data: Mapping[str, Any], source: str, *, correlation_id: str | None = None, polls: int = 0
+) -> dict[str, Any]:
+    """
+    :func:`event_from_status` for a status ``data`` object (a callback body or a mailbox answer).
+
+    :param data: the job status ``data`` object
+    :param source: ``callback``, ``mailbox`` or ``reconcile``
+    :param correlation_id: the correlation id of the callback URL
+    :param polls: status requests made to the API while waiting
+    """
+    return event_from_status(JobStatus.from_api(data), source, correlation_id=correlation_id, polls=polls)
