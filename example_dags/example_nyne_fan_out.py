@@ -1,0 +1,134 @@
+"""Followers of many profiles in one weekly run: dynamic task mapping under an API-sized pool.
+
+Create the pool once per deployment (tasks in a missing pool are never scheduled)::
+
+    airflow pools set nyne_api 4 "Nyne Social Interactions API (60 requests/min)" --include-deferred
+
+Knobs (environment, read at parse time without I/O): ``NYNE_EXAMPLE_OUTPUT_BASE`` (default
+``file:///tmp/nyne-examples``; the Variable ``nyne_example_output_base`` wins at run time),
+``NYNE_EXAMPLE_POLL_INTERVAL`` (seconds before the first status poll, default 10).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
+from airflow_provider_nyne.sensors.interactions import NyneInteractionsSensor
+from airflow_provider_nyne.transfers.interactions_to_storage import NyneInteractionsToObjectStorageOperator
+
+OUTPUT_BASE = os.environ.get("NYNE_EXAMPLE_OUTPUT_BASE", "file:///tmp/nyne-examples").rstrip("/")
+POLL_INTERVAL = float(os.environ.get("NYNE_EXAMPLE_POLL_INTERVAL", "10"))
+#: Four slots: at most four lookups submitted or in flight at once (with ``--include-deferred``),
+#: which keeps submissions plus backed-off polls well under the API's 60 requests per minute.
+#: The client still honours ``429`` + ``Retry-After`` if other jobs share the same key.
+POOL = "nyne_api"
+
+
+def _segment(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", str(value)) or "unknown"
+
+
+def _handle(profile_url: str) -> str:
+    return _segment(str(profile_url).rstrip("/").rsplit("/", 1)[-1].lstrip("@"))
+
+
+def _submit_kwargs(target: dict[str, Any]) -> dict[str, Any]:
+    """The lookup fields of one planned target."""
+    return {"social_media_url": target["url"], "max_results": target["max_results"]}
+
+
+def _land_kwargs(pair: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """Pair each submitted request id with the destination planned for its target."""
+    request_id, target = pair
+    return {"request_id": request_id, "path": target["path"]}
+
+
+with DAG(
+    dag_id="example_nyne_fan_out",
+    description="Followers of a list of profiles, one mapped lookup per profile, under the nyne_api pool",
+    schedule="@weekly",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["example", "nyne", "dynamic-task-mapping"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={
+        "profiles": Param(
+            ["https://x.com/ApacheAirflow", "https://x.com/astronomerio", "https://x.com/dagster"],
+            type="array",
+            items={"type": "string"},
+            minItems=1,
+            description="Twitter/X or Instagram profile URLs: one lookup each",
+        ),
+        "max_results": Param(100, type="integer", minimum=10, maximum=1000, description="10-1000"),
+    },
+    doc_md="""
+### Nyne fan-out: many profiles, one run
+
+Maps one followers lookup over every profile URL in the `profiles` param (edit it when you
+trigger the DAG), lands each result in its own file and reports the counts:
+
+`<base>/fan_out/dt=<YYYY-MM-DD>/<run_id>/<account>.jsonl`
+
+* **plan_targets** de-duplicates the list and decides each destination.
+* **submit** / **wait** / **land** are mapped: one instance per profile. Every Nyne task runs in
+  the pool **`nyne_api`** (4 slots; create it with
+  `airflow pools set nyne_api 4 "Nyne API" --include-deferred`), so at most four lookups are in
+  flight and the account's rate limit (about 60 requests/minute) is respected.
+* **report** logs a table of records per profile and returns the totals.
+
+`<base>` is the Variable `nyne_example_output_base`, else the environment variable
+`NYNE_EXAMPLE_OUTPUT_BASE`, else `file:///tmp/nyne-examples`.
+""",
+) as dag:
+
+    @task
+    def plan_targets() -> list[dict[str, Any]]:
+        """One entry per distinct profile (from the ``profiles`` param): its URL and destination."""
+        from airflow.sdk import Variable
+
+        context = get_current_context()
+        params = context["params"]
+        base = Variable.get("nyne_example_output_base", default=OUTPUT_BASE).rstrip("/")
+        run_date = (context.get("logical_date") or context["dag_run"].run_after).strftime("%Y-%m-%d")
+        prefix = f"{base}/fan_out/dt={run_date}/{_segment(context['run_id'])}"
+        seen: dict[str, dict[str, Any]] = {}
+        for raw in params["profiles"]:
+            url = str(raw).strip()
+            if url and url not in seen:
+                path = f"{prefix}/{_handle(url)}.jsonl"
+                seen[url] = {"url": url, "max_results": int(params["max_results"]), "path": path}
+        return list(seen.values())
+
+    targets = plan_targets()
+
+    submit = NyneSubmitInteractionsOperator.partial(
+        task_id="submit", interaction_type="followers", pool=POOL
+    ).expand_kwargs(targets.map(_submit_kwargs))
+
+    wait = NyneInteractionsSensor.partial(
+        task_id="wait", poll_interval=POLL_INTERVAL, timeout=timedelta(hours=2), pool=POOL
+    ).expand(request_id=submit.output)
+
+    land = NyneInteractionsToObjectStorageOperator.partial(
+        task_id="land", format="jsonl", pool=POOL
+    ).expand_kwargs(submit.output.zip(targets).map(_land_kwargs))
+    wait >> land
+
+    @task
+    def report(landed: list[dict[str, Any]]) -> dict[str, Any]:
+        """Log records per profile and return the totals."""
+        rows = [(str(item["uri"]).rsplit("/", 1)[-1], int(item["records"])) for item in landed]
+        width = max([len(name) for name, _ in rows] + [7])
+        lines = [f"{'profile':<{width}}  records", *(f"{name:<{width}}  {count:>7}" for name, count in rows)]
+        print("\n".join(lines))
+        return {"targets": len(rows), "records": sum(count for _, count in rows)}
+
+    report(land.output)
