@@ -1,0 +1,74 @@
+"""The receiver's Airflow backend against a real (SQLite) Airflow metadata database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from sqlalchemy import delete, select
+
+from airflow_provider_nyne.callbacks.dispatch import TRIGGER_CLASSPATH, AirflowBackend
+from airflow_provider_nyne.callbacks.tokens import CallbackTarget
+from airflow_provider_nyne.callbacks.triggers import NyneCallbackTrigger
+
+
+@pytest.fixture
+def backend(airflow_db: str) -> AirflowBackend:
+    from airflow import settings
+
+    if getattr(settings, "engine", None) is None:
+        settings.configure_orm()
+    return AirflowBackend()
+
+
+def test_trigger_classpath_matches_the_trigger() -> None:
+    trigger = NyneCallbackTrigger(request_id="r", correlation_id="c", end_time=0)
+    assert trigger.serialize()[0] == TRIGGER_CLASSPATH
+
+
+def test_asset_event_is_recorded_with_extra(backend: AirflowBackend) -> None:
+    from airflow.models.asset import AssetEvent, AssetModel
+
+    uri = f"nyne://interactions/twitter/u{uuid.uuid4().hex[:8]}/followers"
+    with backend.session() as session:
+        session.add(AssetModel(name=uri, uri=uri))
+    target = CallbackTarget("producer", "submit", "run-1", asset_name=uri, asset_uri=uri)
+    with backend.session() as session:
+        label = backend.register_asset_event(
+            session, target, {"request_id": "req-1", "source": "nyne_callback"}
+        )
+    assert label.startswith("asset_event:")
+    with backend.session() as session:
+        event = session.scalar(select(AssetEvent).where(AssetEvent.id == int(label.split(":")[1])))
+        assert event is not None
+        assert event.extra == {"request_id": "req-1", "source": "nyne_callback"}
+        session.execute(delete(AssetEvent).where(AssetEvent.id == event.id))
+        session.execute(delete(AssetModel).where(AssetModel.uri == uri))
+
+
+def test_unknown_asset_is_reported_not_raised(backend: AirflowBackend) -> None:
+    target = CallbackTarget(
+        "d", "t", "r", asset_name="nyne://nobody/declares/this", asset_uri="nyne://nobody/declares/this"
+    )
+    with backend.session() as session:
+        assert backend.register_asset_event(session, target, {}) == "asset_not_found"
+
+
+def test_resume_without_task_instance_does_nothing(backend: AirflowBackend) -> None:
+    with backend.session() as session:
+        result = backend.resume_deferred(session, CallbackTarget("no_dag", "t", "r", wait=True), "req-1", {})
+    assert result == "no_task_instance"
+
+
+def test_connection_secret_is_read_from_the_connection(
+    backend: AirflowBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NYNE_CB_TEST",
+        json.dumps(
+            {"conn_type": "nyne", "login": "k", "password": "p", "extra": {"callback_secret": "from-conn"}}
+        ),
+    )
+    assert backend.connection_secret("nyne_cb_test") == "from-conn"
+    assert backend.connection_secret("nyne_cb_missing") is None
