@@ -327,7 +327,13 @@ def error_from_response(
         )
     if status == 429:
         retry_after = parse_retry_after(headers)
-        wait = f" (retry after {retry_after:.0f}s)" if retry_after is not None else ""
+        wait = ""
+        if retry_after is not None:
+            wait = (
+                f" (retry after {retry_after:.0f}s)"
+                if retry_after >= 1
+                else f" (retry after {retry_after:.2f}s)"
+            )
         return NyneRateLimitError(
             f"rate limit exceeded{wait}: the API allows about 60 requests/minute and 1000/hour; "
             f"lower concurrency with an Airflow pool{detail}",
