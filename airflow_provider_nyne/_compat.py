@@ -43,6 +43,15 @@ def get_config_option(section: str, key: str) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def object_storage_conn_id(path: Any) -> str | None:
+    """The connection id of an ``ObjectStoragePath`` (an attribute from 3.2; a storage option in 3.1)."""
+    conn_id = getattr(path, "conn_id", None)
+    if conn_id is None:
+        options = getattr(path, "storage_options", None) or {}
+        conn_id = options.get("conn_id")
+    return conn_id or None
+
+
 def get_task_state_store(context: Any) -> Any | None:
     """The task's ``task_state_store`` (Airflow 3.3+), or ``None`` where Airflow has none."""
     try:
@@ -63,4 +72,5 @@ __all__ = [
     "get_config_option",
     "get_task_state_store",
     "mask_secret",
+    "object_storage_conn_id",
 ]
