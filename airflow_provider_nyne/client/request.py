@@ -361,14 +361,16 @@ class InteractionRequest:
         Build a request from the documented fields, accepting their aliases.
 
         :param social_media_url: profile or status URL (alias ``twitter_url``)
-        :param type: ``replies``, ``followers``, ``following``, ``followers,following`` (alias ``interaction_type``)
+        :param type: ``replies``, ``followers``, ``following``, ``followers,following`` in any order
+            or as a list (alias ``interaction_type``)
         :param twitter_url: alias of ``social_media_url``
         :param interaction_type: alias of ``type``
         :param username: target account; a leading ``@`` is stripped
         :param tweet_id: 10-25 digits; required for replies unless the URL has it
         :param max_results: default 100, clamped to 10-1000
         :param callback_url: http(s) URL that receives the completed result
-        :param platform: ``twitter`` or ``instagram`` when no URL says it (default ``twitter``)
+        :param platform: ``twitter`` (or ``x``) or ``instagram`` when no URL says it (default
+            ``twitter``); must agree with the URL when both are given
         :param allowed_callback_hosts: optional allow-list for ``callback_url``
         """
         url = _pick_alias("social_media_url", social_media_url, "twitter_url", twitter_url, _strip)

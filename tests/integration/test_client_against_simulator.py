@@ -187,3 +187,35 @@ def test_errors_from_the_simulator(simulator: NyneSimulator) -> None:
             client.submit(REQUEST)
         assert credits.value.status_code == 402
     assert simulator.ledger.submissions() == []
+
+
+def test_airflow_connections_test_cli(simulator: NyneSimulator, tmp_path: Any) -> None:
+    """``airflow connections test nyne_default`` in a fresh process, with a good and a bad secret."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    base.update(
+        AIRFLOW_HOME=str(tmp_path),
+        AIRFLOW__CORE__TEST_CONNECTION="Enabled",
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    )
+    cli = [str(Path(sys.executable).with_name("airflow")), "connections", "test", "nyne_default"]
+    good = dict(base, AIRFLOW_CONN_NYNE_DEFAULT=simulator.connection_uri())
+    bad = dict(
+        base,
+        AIRFLOW_CONN_NYNE_DEFAULT=simulator.connection_json().replace(simulator.api_secret, "wrong-secret"),
+    )
+    procs = [
+        subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for env in (good, bad)
+    ]
+    (ok_out, _), (bad_out, _) = (p.communicate(timeout=120) for p in procs)
+    assert procs[0].returncode == 0
+    assert "Connection success!" in ok_out
+    assert "Connection failed!" in bad_out
+    assert "the API secret was rejected: check the connection's password (API Secret)" in bad_out
+    assert "wrong-secret" not in bad_out
+    assert len(simulator.ledger.usage_calls()) == 1  # the bad secret never got that far
