@@ -40,6 +40,7 @@ e2e: $(STAMP)
 
 test: lint typecheck $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(MAKE) --no-print-directory matrix
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
@@ -49,8 +50,13 @@ bench: $(STAMP)
 
 dist: $(STAMP)
 	rm -rf dist build
-	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --quiet --outdir dist .
 	$(BIN)/twine check --strict dist/*
+
+# The built wheel, installed with its test extras into one clean venv per end of the supported
+# Airflow range (.matrix/), runs the unit and integration tests. MATRIX_ARGS: e.g. "--airflow 3.2.1".
+matrix: dist
+	$(BIN)/python scripts/matrix.py $(MATRIX_ARGS)
 
 clean:
 	rm -rf $(VENV) .matrix dist build .demo .bench *.egg-info
