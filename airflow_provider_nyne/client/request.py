@@ -317,6 +317,13 @@ class InteractionRequest:
                     "tweet_id",
                     "replies need a tweet: pass a status URL (https://x.com/<user>/status/<id>) or tweet_id",
                 )
+            if url is None and username is None:
+                # The API needs social_media_url or username on every request, tweet_id alone is refused.
+                raise _fail(
+                    "social_media_url",
+                    "is required unless username is given: pass the tweet's status URL "
+                    "(https://x.com/<user>/status/<id>) or its author's username with tweet_id",
+                )
         else:
             if username is None:
                 raise _fail(

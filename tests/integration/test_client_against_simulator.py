@@ -15,6 +15,7 @@ import pytest
 from airflow_provider_nyne.client.errors import (
     NyneAuthError,
     NyneCreditsError,
+    NyneError,
     NyneNotFoundError,
     NyneTransportError,
 )
@@ -219,3 +220,22 @@ def test_airflow_connections_test_cli(simulator: NyneSimulator, tmp_path: Any) -
     assert "the API secret was rejected: check the connection's password (API Secret)" in bad_out
     assert "wrong-secret" not in bad_out
     assert len(simulator.ledger.usage_calls()) == 1  # the bad secret never got that far
+
+
+def test_every_locally_valid_request_is_accepted_by_the_simulator(simulator: NyneSimulator) -> None:
+    """The costly direction of disagreement: a request this client accepts but the API refuses."""
+    from tests.unit.client.test_request import CASES
+
+    valid = [(case.id, case.values[0]) for case in CASES if case.values[2] is None]
+    assert len(valid) >= 20
+    refused = {}
+    with NyneClient(simulator.api_key, simulator.api_secret, base_url=simulator.url, retry=FAST) as client:
+        for case_id, kwargs in valid:
+            # No callbacks: the simulator would really deliver them, and only loopback is allowed here.
+            fields = {k: v for k, v in kwargs.items() if k not in ("callback_url", "allowed_callback_hosts")}
+            try:
+                client.submit(InteractionRequest.create(**fields))
+            except NyneError as err:
+                refused[case_id] = str(err)
+    assert refused == {}
+    assert len(simulator.ledger.submissions()) == len(valid)

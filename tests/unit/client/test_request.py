@@ -215,8 +215,8 @@ CASES = [
     ),
     ok(
         "tweet-id-as-int",
-        {"tweet_id": 1234567890123, "type": "replies"},
-        {"type": "replies", "max_results": 100, "tweet_id": "1234567890123"},
+        {"tweet_id": 1234567890123, "username": "nasa", "type": "replies"},
+        {"type": "replies", "max_results": 100, "username": "nasa", "tweet_id": "1234567890123"},
     ),
     ok(
         "tweet-id-10-digits-with-username",
@@ -225,8 +225,8 @@ CASES = [
     ),
     ok(
         "tweet-id-25-digits",
-        {"tweet_id": "1" * 25, "type": "replies"},
-        {"type": "replies", "max_results": 100, "tweet_id": "1" * 25},
+        {"tweet_id": "1" * 25, "username": "nasa", "type": "replies"},
+        {"type": "replies", "max_results": 100, "username": "nasa", "tweet_id": "1" * 25},
     ),
     ok(
         "tweet-id-same-as-url",
@@ -329,6 +329,8 @@ CASES = [
     bad("tweet-id-conflicts-with-url",
         {"social_media_url": f"https://x.com/nasa/status/{TWEET}", "tweet_id": "1111111111", "type": "replies"},
         "tweet_id", "does not match the URL's status id"),
+    bad("replies-tweet-id-without-url-or-username", {"tweet_id": TWEET, "type": "replies"},
+        "social_media_url", "is required unless username is given"),
     bad("tweet-id-for-followers", {"username": "nasa", "tweet_id": TWEET, "type": "followers"},
         "tweet_id", "only replies take a tweet id"),
     bad("replies-without-tweet", {"social_media_url": "https://x.com/nasa", "type": "replies"},
@@ -528,7 +530,9 @@ def test_fingerprint_ignores_where_the_answer_goes_but_not_what_is_asked() -> No
     ("kwargs", "target"),
     [
         pytest.param({"username": "nasa", "type": "followers"}, "twitter:@nasa", id="followers"),
-        pytest.param({"tweet_id": TWEET, "type": "replies"}, f"twitter:tweet/{TWEET}", id="replies"),
+        pytest.param(
+            {"tweet_id": TWEET, "username": "nasa", "type": "replies"}, f"twitter:tweet/{TWEET}", id="replies"
+        ),
         pytest.param(
             {"social_media_url": "instagram.com/natgeo", "type": "following"},
             "instagram:@natgeo",
