@@ -150,6 +150,33 @@ def test_settings_from_connection(set_conn: Any, fields: dict[str, Any], expecte
 
 
 @pytest.mark.parametrize(
+    ("uri", "base_url", "key", "secret", "extras"),
+    [
+        pytest.param("nyne://KEY12:SECRET12@api.nyne.ai", "https://api.nyne.ai", "KEY12", "SECRET12", {},
+                     id="public-api"),
+        pytest.param("nyne://KEY12:SECRET12@127.0.0.1:8765?scheme=http", "http://127.0.0.1:8765", "KEY12",
+                     "SECRET12", {}, id="local-http"),
+        pytest.param("nyne://KEY12:SECRET12@127.0.0.1:8765", "https://127.0.0.1:8765", "KEY12", "SECRET12", {},
+                     id="port-without-scheme-is-https"),
+        pytest.param("nyne://k%2Fy%40%3A%2B1:s%23c%25t%2F%3F1@api.nyne.ai", "https://api.nyne.ai", "k/y@:+1",
+                     "s#c%t/?1", {}, id="url-quoted-credentials"),
+        pytest.param("nyne://KEY12:SECRET12@http%3A%2F%2F127.0.0.1%3A8765", "http://127.0.0.1:8765", "KEY12",
+                     "SECRET12", {}, id="quoted-base-url-as-host"),
+        pytest.param("nyne://KEY12:SECRET12@api.nyne.ai?timeout=60&max_retries=5", "https://api.nyne.ai", "KEY12",
+                     "SECRET12", {"timeout": 60.0, "max_retries": 5}, id="extras-in-query"),
+    ],
+)  # fmt: skip
+def test_uri_connections(
+    set_conn: Any, uri: str, base_url: str, key: str, secret: str, extras: dict[str, Any]
+) -> None:
+    set_conn("nyne_uri", value=uri)
+    settings = NyneHook("nyne_uri").settings
+    assert (settings.base_url, settings.api_key, settings.api_secret) == (base_url, key, secret)
+    for name, value in extras.items():
+        assert getattr(settings, name) == value
+
+
+@pytest.mark.parametrize(
     ("extra", "field", "text"),
     [
         pytest.param({"timeout": "soon"}, "timeout", "extra field 'timeout' must be a number, got 'soon'", id="timeout-text"),
