@@ -43,8 +43,10 @@ __all__ = [
     "DEFER_TIMEOUT_GRACE",
     "WAIT_MODES",
     "CallbackPlan",
+    "callback_request",
     "callback_target",
     "check_wait_mode",
+    "continue_with_callback",
     "defer_on_callback",
     "plan_callback",
     "resolve_asset",
@@ -330,3 +332,79 @@ def submit_with_asset_callback(
     ti.xcom_push(key="request_id", value=request_id)
     ti.xcom_push(key=CORRELATION_XCOM_KEY, value=plan.correlation_id)
     return request_id
+
+
+def callback_request(
+    task: Any, context: Mapping[str, Any], request: InteractionRequest
+) -> tuple[InteractionRequest, CallbackPlan | None]:
+    """
+    The request to submit, with the callback URL when ``task.wait_mode == "callback"``.
+
+    For ``NyneSubmitInteractionsOperator`` (or any task with ``wait_mode``,
+    ``wait_for_completion``, ``callback_asset`` and ``hook``): deferred mode when the task
+    waits, asset mode otherwise (the Asset is ``callback_asset``, default the request's
+    :func:`~airflow_provider_nyne.callbacks.assets.interactions_asset_uri`). In poll mode the
+    request is returned unchanged with no plan. Runs before any HTTP request.
+
+    :param task: the submitting operator
+    :param context: the task's Airflow context
+    :param request: the validated request
+    :raises AirflowFailException: when callback mode is not configured, or ``callback_url`` is set too
+    """
+    if getattr(task, "wait_mode", "poll") != "callback":
+        return request, None
+    if request.callback_url:
+        raise AirflowFailException(
+            "callback_url and wait_mode='callback' exclude each other: the callback URL is built "
+            "from [nyne] callback_base_url"
+        )
+    wait = bool(getattr(task, "wait_for_completion", False))
+    asset = getattr(task, "callback_asset", None)
+    name, uri = resolve_asset(asset if asset is not None else (None if wait else True), request)
+    plan = _plan_or_fail(context, task.hook, wait=wait, asset_name=name, asset_uri=uri)
+    if not wait:
+        task.log.info("Asset mode: when Nyne calls back, an event is recorded on the Asset %s", uri)
+    return _build_request(task.hook, request, plan.url), plan
+
+
+def continue_with_callback(
+    task: Any,
+    context: Mapping[str, Any],
+    request_id: str,
+    plan: CallbackPlan,
+    *,
+    status: Any = None,
+    method_name: str = "execute_complete",
+) -> Any:
+    """
+    After the submission (or a reconnection): push the correlation id, then defer on the callback or return.
+
+    Returns the request id in asset mode; in deferred mode defers (``TaskDeferred``), or
+    returns the result summary when a reconnected request had already completed.
+
+    :param task: the submitting operator (``wait_for_completion``, ``timeout``, ``nyne_conn_id``)
+    :param context: the task's Airflow context
+    :param request_id: the submitted (or reconnected) request
+    :param plan: from :func:`callback_request`
+    :param status: the request's status when already known (a reconnection), else ``None``
+    :param method_name: the task method that receives the event
+    """
+    context["ti"].xcom_push(key=CORRELATION_XCOM_KEY, value=plan.correlation_id)
+    if not plan.target.wait:
+        return request_id
+    if status is not None and getattr(status, "is_terminal", False):
+        from airflow_provider_nyne.callbacks.events import event_from_status
+        from airflow_provider_nyne.utils.waiting import check_event
+
+        return check_event(
+            event_from_status(status, "reconcile", correlation_id=plan.correlation_id), task=task
+        )
+    defer_on_callback(
+        task,
+        request_id,
+        plan.correlation_id,
+        deadline=time.time() + float(task.timeout),
+        nyne_conn_id=task.hook.nyne_conn_id,
+        mailbox_interval=float(getattr(task, "callback_mailbox_interval", DEFAULT_MAILBOX_INTERVAL)),
+        method_name=method_name,
+    )

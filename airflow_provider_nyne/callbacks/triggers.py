@@ -27,6 +27,7 @@ secret (connection ``callback_secret`` extra, else ``[nyne] callback_secret``).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -47,6 +48,15 @@ __all__ = ["DEFAULT_MAILBOX_INTERVAL", "NyneCallbackTrigger"]
 #: Seconds between two safety-net reads of the mailbox (the receiver normally resumes the task itself).
 DEFAULT_MAILBOX_INTERVAL = 300.0
 _MAILBOX_TIMEOUT = 10.0
+_SSL_CONTEXT: list[ssl.SSLContext] = []
+
+
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes tens of milliseconds: once per process, not per mailbox read,
+    # so that the triggerer's event loop is not held up.
+    if not _SSL_CONTEXT:
+        _SSL_CONTEXT.append(httpx.create_ssl_context())
+    return _SSL_CONTEXT[0]
 
 
 class NyneCallbackTrigger(BaseTrigger):
@@ -131,7 +141,9 @@ class NyneCallbackTrigger(BaseTrigger):
         mask_secret(token)
         url = root.rstrip("/") + callback_path(self.correlation_id, token)
         try:
-            async with httpx.AsyncClient(timeout=_MAILBOX_TIMEOUT, trust_env=False) as client:
+            async with httpx.AsyncClient(
+                timeout=_MAILBOX_TIMEOUT, trust_env=False, verify=_ssl_context()
+            ) as client:
                 response = await client.get(url, params={"request_id": self.request_id})
         except httpx.HTTPError as exc:
             self._warn_once(f"callback mailbox at {root} unreachable ({type(exc).__name__})")
