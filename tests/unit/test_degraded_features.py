@@ -4,17 +4,19 @@ Each test asserts the path taken on the Airflow version it runs on, so the versi
 (``make matrix``: the lowest supported 3.1 and the newest 3.x) checks both sides:
 
 * ``task_state_store`` (Airflow 3.3+): ``get_task_state_store(context)`` returns the store
-  in a real task context, and ``None`` before 3.3, where the submitted request id is kept
-  in XCom only.
+  in a real task context, and ``None`` before 3.3, where the operators keep the submitted
+  request id in an Airflow Variable instead (``utils/request_state.py``).
 * The connection form: Airflow 3.2+ builds it from ``conn-fields``/``ui-field-behaviour``
   in ``get_provider_info()`` (and warns about hooks that only define form methods); 3.1
   builds it from ``NyneHook.get_connection_form_widgets()``/``get_ui_field_behaviour()``.
-  Either way the user sees the same form.
+  Either way the user sees the same form (its contents are checked in
+  ``tests/integration/test_provider_install.py``).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,15 +28,11 @@ import pytest
 from packaging.version import Version
 
 from airflow_provider_nyne._compat import get_task_state_store
-from airflow_provider_nyne.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_nyne.get_provider_info import CONN_FIELDS
 
 AIRFLOW = Version(importlib.metadata.version("apache-airflow"))
 HAS_TASK_STATE_STORE = Version("3.3.0") <= AIRFLOW
 FORM_FROM_PROVIDER_INFO = Version("3.2.0") <= AIRFLOW
-# Airflow 3.1.0-3.1.2 build no provider's connection form unless the FAB provider (WTForms) is
-# installed; 3.1.3 made the form builder work without it. The probe gives the older ones what
-# FAB would, so that what is tested is which path reads the provider's form.
-MOCK_MISSING_FORM_LIBS = Version("3.1.3") > AIRFLOW
 
 _STATE_STORE_DAG = """
 from __future__ import annotations
@@ -45,6 +43,7 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from airflow_provider_nyne._compat import get_task_state_store
+from airflow_provider_nyne.get_provider_info import CONN_FIELDS
 
 
 @dag(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC"), catchup=False)
@@ -52,7 +51,13 @@ def probe():
     @task
     def check():
         store = get_task_state_store(get_current_context())
-        report = {{"has_store": store is not None}}
+        report = {{"has_store": store is not None, "request_store": None}}
+        try:
+            from airflow_provider_nyne.utils.request_state import request_state_store
+        except ImportError:
+            pass
+        else:
+            report["request_store"] = request_state_store(get_current_context()).kind
         if store is not None:
             store.set("nyne_probe", {{"request_id": "req-123"}})
             report["read_back"] = store.get("nyne_probe")
@@ -74,10 +79,14 @@ def test_task_state_store_in_a_real_task(load_dag: Any, tmp_path: Path) -> None:
     run = dag.test()
     assert run.state == "success"
     report = json.loads(out.read_text())
+    # Where the operators keep a submitted request id across tries (never pay twice).
+    request_store = report.pop("request_store")
     if HAS_TASK_STATE_STORE:
         assert report == {"has_store": True, "read_back": {"request_id": "req-123"}}
     else:
         assert report == {"has_store": False}, f"Airflow {AIRFLOW} has no task_state_store"
+    if importlib.util.find_spec("airflow_provider_nyne.utils.request_state") is not None:
+        assert request_store == ("task_state_store" if HAS_TASK_STATE_STORE else "variable")
 
 
 @pytest.mark.parametrize(
@@ -96,21 +105,7 @@ def test_no_usable_store_means_none(context: Any) -> None:
 # A fresh interpreter: the api-server's form builder replaces wtforms/flask_appbuilder in
 # sys.modules with mocks when they are missing, and caches what it found.
 _FORM_PROBE = """
-import json, sys, warnings
-
-if sys.argv[1:] == ["mock-missing-form-libs"]:
-    # What Airflow 3.1.3+ does before building the form: stand-ins for the FAB/WTForms modules
-    # when they are not installed (3.1.2 skips every hook's form methods without them).
-    from importlib.util import find_spec
-    from unittest.mock import MagicMock
-
-    for name in ["wtforms", "wtforms.csrf", "wtforms.fields", "wtforms.fields.simple", "wtforms.validators",
-                 "flask_babel", "flask_appbuilder", "flask_appbuilder.fieldwidgets"]:
-        try:
-            if not find_spec(name):
-                raise ModuleNotFoundError(name)
-        except ModuleNotFoundError:
-            sys.modules[name] = MagicMock()
+import json, warnings
 
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -143,7 +138,7 @@ def connection_form(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What the api-server's connection form endpoint knows about the ``nyne`` type."""
     cwd = tmp_path_factory.mktemp("form")
     result = subprocess.run(
-        [sys.executable, "-c", _FORM_PROBE, *(["mock-missing-form-libs"] if MOCK_MISSING_FORM_LIBS else [])],
+        [sys.executable, "-c", _FORM_PROBE],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -164,20 +159,6 @@ def test_connection_form_source_matches_the_airflow_version(connection_form: dic
         assert connection_form["warnings"] == []
     else:
         assert connection_form["widget_source"] == "hook-methods", f"Airflow {AIRFLOW} ignores conn-fields"
-
-
-def test_connection_form_is_the_same_on_every_version(connection_form: dict[str, Any]) -> None:
-    standard = connection_form["standard_fields"]
-    for field, label in UI_FIELD_BEHAVIOUR["relabeling"].items():
-        assert standard[field]["title"] == label
-    for field in UI_FIELD_BEHAVIOUR["hidden-fields"]:
-        key = "url_schema" if field == "schema" else field
-        assert standard[key]["hidden"] is True
-    assert standard["host"]["placeholder"] == UI_FIELD_BEHAVIOUR["placeholders"]["host"]
-
-    extra = connection_form["extra_fields"]
-    assert set(extra) == set(CONN_FIELDS)
-    for name, spec in CONN_FIELDS.items():
-        assert extra[name]["schema"]["title"] == spec["label"]
-    assert extra["callback_secret"]["schema"].get("format") == "password"
-    assert "integer" in extra["max_retries"]["schema"]["type"]
+    # Whichever path built it, the form carries every field (contents: test_provider_install.py).
+    assert set(connection_form["extra_fields"]) == set(CONN_FIELDS)
+    assert connection_form["standard_fields"]["login"]["title"] == "API Key"
