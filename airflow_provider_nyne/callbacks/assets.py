@@ -101,8 +101,15 @@ class CallbackRef:
 def _matches(asset_key: Any, asset: Any) -> bool:
     if asset is None:
         return True
-    wanted = asset if isinstance(asset, str) else getattr(asset, "uri", None) or getattr(asset, "name", None)
-    return wanted in (getattr(asset_key, "uri", None), getattr(asset_key, "name", None))
+    if isinstance(asset, str):
+        from airflow.sdk import Asset
+
+        wanted: set[str] = {asset}
+        if "://" in asset:
+            wanted.add(Asset(uri=asset).uri)  # as Airflow normalises it
+    else:
+        wanted = {str(v) for v in (getattr(asset, "uri", None), getattr(asset, "name", None)) if v}
+    return bool(wanted & {getattr(asset_key, "uri", None), getattr(asset_key, "name", None)})
 
 
 def callback_refs_from_asset_events(context: Mapping[str, Any], asset: Any = None) -> list[CallbackRef]:

@@ -95,7 +95,11 @@ def _asset_name_uri(asset: Any) -> tuple[str | None, str | None]:
     if asset is None:
         return None, None
     if isinstance(asset, str):
-        return asset, asset
+        from airflow.sdk import Asset
+
+        # As Airflow normalises it (``s3://bucket`` becomes ``s3://bucket/``), or the receiver
+        # would not find the Asset a DAG declared with the same string.
+        asset = Asset(uri=asset)
     name = getattr(asset, "name", None)
     uri = getattr(asset, "uri", None)
     if not name and not uri:

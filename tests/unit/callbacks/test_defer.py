@@ -202,6 +202,7 @@ def test_asset_mode_submits_and_returns_without_deferring(
         pytest.param(None, (None, None), id="none"),
         pytest.param(False, (None, None), id="false"),
         pytest.param("s3://bucket/key", ("s3://bucket/key", "s3://bucket/key"), id="uri-string"),
+        pytest.param("s3://bucket", ("s3://bucket", "s3://bucket/"), id="uri-string-normalised"),
         pytest.param(
             True, ("nyne://interactions/twitter/tweet/1234567890/replies",) * 2, id="default-replies"
         ),

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from airflow.sdk import Asset
+
+from airflow_provider_nyne._compat import AirflowFailException
+from airflow_provider_nyne.callbacks.assets import (
+    callback_refs_from_asset_events,
+    fetch_callback_status,
+    interactions_asset,
+    interactions_asset_uri,
+    request_id_from_asset_events,
+    request_ids_from_asset_events,
+)
+from airflow_provider_nyne.callbacks.tokens import callback_path, make_token
+from airflow_provider_nyne.client.errors import NyneResponseError
+from airflow_provider_nyne.client.request import InteractionRequest
+
+
+@pytest.mark.parametrize(
+    ("fields", "uri"),
+    [
+        pytest.param(
+            {"social_media_url": "https://x.com/NASA", "type": "followers"},
+            "nyne://interactions/twitter/nasa/followers",
+            id="twitter-followers",
+        ),
+        pytest.param(
+            {"social_media_url": "https://twitter.com/nasa/status/1234567890123", "type": "replies"},
+            "nyne://interactions/twitter/tweet/1234567890123/replies",
+            id="twitter-replies",
+        ),
+        pytest.param(
+            {"social_media_url": "https://www.instagram.com/natgeo/", "type": "followers,following"},
+            "nyne://interactions/instagram/natgeo/followers,following",
+            id="instagram-both",
+        ),
+    ],
+)
+def test_default_asset_uri(fields: dict[str, Any], uri: str) -> None:
+    assert interactions_asset_uri(InteractionRequest.create(**fields)) == uri
+    assert interactions_asset(**fields).uri == uri
+
+
+def _event(rid: str, minute: int, *, source: str = "nyne_callback", cid: str | None = "cid") -> Any:
+    extra: dict[str, Any] = {"request_id": rid, "source": source}
+    if cid:
+        extra["payload_ref"] = {"table": "nyne_callback", "request_id": rid, "correlation_id": cid}
+    return SimpleNamespace(extra=extra, timestamp=datetime(2026, 1, 1, 0, minute, tzinfo=timezone.utc))
+
+
+A = Asset(uri="nyne://a")
+B = Asset(name="landed_b", uri="nyne://b")
+
+
+class _Events:
+    """Like ``triggering_asset_events`` (Airflow 3.1's ``Asset`` is not hashable, so no dict)."""
+
+    def __init__(self, *pairs: tuple[Any, list[Any]]) -> None:
+        self._pairs = pairs
+
+    def items(self) -> list[tuple[Any, list[Any]]]:
+        return list(self._pairs)
+
+
+def test_latest_callback_event_wins_and_others_are_ignored() -> None:
+    context = {
+        "triggering_asset_events": _Events(
+            (A, [_event("r2", 5, cid="c2"), _event("r1", 1), _event("x", 9, source="something_else")]),
+            (B, [_event("r3", 3)]),
+        )
+    }
+    assert request_ids_from_asset_events(context) == ["r1", "r3", "r2"]
+    assert request_id_from_asset_events(context) == "r2"
+    assert request_id_from_asset_events(context, asset="nyne://b") == "r3"
+    assert request_id_from_asset_events(context, asset=B) == "r3"
+    assert callback_refs_from_asset_events(context)[-1].correlation_id == "c2"
+
+
+def test_no_callback_event_fails_with_the_fix() -> None:
+    with pytest.raises(AirflowFailException, match="not triggered by a Nyne callback"):
+        request_id_from_asset_events({"triggering_asset_events": {}})
+
+
+ROOT = "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        pytest.param(
+            httpx.Response(
+                200, json={"data": {"request_id": "r", "status": "completed", "result": {"interactions": []}}}
+            ),
+            "completed",
+            id="stored",
+        ),
+        pytest.param(httpx.Response(204), None, id="nothing-stored"),
+        pytest.param(httpx.Response(404, json={"detail": "Not Found"}), "secret differs", id="token-refused"),
+        pytest.param(httpx.Response(503), "HTTP 503", id="receiver-down"),
+    ],
+)
+@respx.mock
+def test_fetch_callback_status(answer: httpx.Response, outcome: str | None) -> None:
+    respx.get(ROOT + callback_path("cid", make_token("s", "cid")), params={"request_id": "r"}).mock(
+        return_value=answer
+    )
+    if outcome in (None, "completed"):
+        status = fetch_callback_status("r", "cid", secret="s", base_url=ROOT)
+        assert (status.status if status else None) == outcome
+    else:
+        with pytest.raises(NyneResponseError, match=outcome):
+            fetch_callback_status("r", "cid", secret="s", base_url=ROOT)
+
+
+def test_fetch_without_secret_or_url_names_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW__NYNE__CALLBACK_SECRET", raising=False)
+    with pytest.raises(NyneResponseError, match="callback_internal_url"):
+        fetch_callback_status("r", "cid", base_url=ROOT)
