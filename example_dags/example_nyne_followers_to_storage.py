@@ -41,7 +41,7 @@ def path_safe(value: str) -> str:
 DESTINATION = (
     "{{ var.value.get('nyne_example_output_base', '" + OUTPUT_BASE + "') }}"
     "/followers/{{ params.profile_url | handle }}"
-    "/dt={{ (logical_date or dag_run.run_after) | ds }}"
+    "/dt={{ (dag_run.logical_date or dag_run.run_after) | ds }}"
     "/{{ run_id | path_safe }}.jsonl"
 )
 REQUEST_ID = "{{ ti.xcom_pull(task_ids='submit_followers', key='request_id') }}"

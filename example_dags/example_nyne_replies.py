@@ -36,7 +36,7 @@ def path_safe(value: str) -> str:
 DESTINATION = (
     "{{ var.value.get('nyne_example_output_base', '" + OUTPUT_BASE + "') }}"
     "/replies/{{ params.tweet_url | tweet_key }}"
-    "/dt={{ (logical_date or dag_run.run_after) | ds }}"
+    "/dt={{ (dag_run.logical_date or dag_run.run_after) | ds }}"
     "/{{ run_id | path_safe }}.csv"
 )
 

@@ -114,8 +114,9 @@ def example_env(
 
 
 def _run(load_dag: Any, dag_id: str, **conf: Any) -> Any:
+    """Run like ``airflow dags trigger`` does in Airflow 3: a manual run has no logical date."""
     dag = load_dag(EXAMPLES[dag_id].read_text(), dag_id)
-    run = dag.test(run_conf=conf or None)
+    run = dag.test(run_conf=conf or None, logical_date=None)
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "success", states
     return run
