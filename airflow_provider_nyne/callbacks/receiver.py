@@ -399,6 +399,23 @@ class CallbackService:
             session.execute(select(store.callbacks_table.c.request_id).limit(1)).all()
 
 
+def _hide_token(request: Request, token: str) -> None:
+    """Replace the token in the request's path, so that access logs written afterwards never show it.
+
+    The api-server's (and uvicorn's) access log reads the path from the ASGI scope this app
+    shares with them, once the response starts or ends; the route has already been matched.
+    """
+    if not token:
+        return
+    scope = request.scope
+    path = scope.get("path")
+    if isinstance(path, str):
+        scope["path"] = path.replace(f"/{token}", "/***")
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes):
+        scope["raw_path"] = raw.replace(f"/{token}".encode("latin-1", "replace"), b"/***")
+
+
 def _not_found() -> JSONResponse:
     return JSONResponse(NOT_FOUND_BODY, status_code=404)
 
@@ -465,6 +482,7 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
 
     @app.post(CALLBACK_PATH + "/{correlation_id}/{token}")
     async def receive(correlation_id: str, token: str, request: Request) -> Response:
+        _hide_token(request, token)
         target = await run_in_threadpool(svc.authenticate, correlation_id, token)
         if target is None:
             return _not_found()
@@ -507,6 +525,7 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
 
     @app.get(CALLBACK_PATH + "/{correlation_id}/{token}")
     async def mailbox(correlation_id: str, token: str, request: Request) -> Response:
+        _hide_token(request, token)
         target = await run_in_threadpool(svc.authenticate, correlation_id, token)
         if target is None:
             return _not_found()

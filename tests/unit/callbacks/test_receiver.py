@@ -348,3 +348,24 @@ def test_old_rows_are_purged_on_insert(fake_backend: FakeBackend) -> None:
         assert client.post(_path(ASSET_TARGET), json=_data()).status_code == 200
     assert _row(fake_backend, "ancient") is None
     assert _row(fake_backend, "req-1") is not None
+
+
+def test_token_is_removed_from_the_path_that_access_logs_read(service: CallbackService) -> None:
+    from starlette.types import Receive, Scope, Send
+
+    seen: list[str] = []
+    app = create_app(service)
+
+    async def access_log(scope: Scope, receive: Receive, send: Send) -> None:
+        # Like the api-server's access-log middleware: read the path once the app has answered.
+        await app(scope, receive, send)
+        seen.append(scope["path"])
+
+    token = _path(ASSET_TARGET).rsplit("/", 1)[1]
+    with TestClient(access_log) as client:
+        assert client.post(_path(ASSET_TARGET), json=_data()).status_code == 200
+        assert client.get(_path(ASSET_TARGET), params={"request_id": "req-1"}).status_code == 200
+        assert client.post(_path(ASSET_TARGET, secret="wrong"), json=_data()).status_code == 404
+    assert len(seen) == 3
+    assert all(path.endswith("/***") for path in seen)
+    assert not any(token in path for path in seen)
