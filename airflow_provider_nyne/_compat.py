@@ -21,6 +21,11 @@ except ImportError:  # Airflow 3.1
         TaskDeferred,
     )
 
+try:  # Sensor timeouts (no retry; soft_fail skips) moved to the Task SDK after 3.1.
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef,attr-defined,unused-ignore]
+
 try:
     from airflow.sdk.log import mask_secret as _mask_secret
 except ImportError:  # pragma: no cover - very old SDKs
@@ -67,6 +72,7 @@ __all__ = [
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",
+    "AirflowSensorTimeout",
     "AirflowSkipException",
     "TaskDeferred",
     "get_config_option",

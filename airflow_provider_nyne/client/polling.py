@@ -41,6 +41,7 @@ from airflow_provider_nyne.client.errors import (
     NyneResponseError,
     NyneServerError,
     NyneTransportError,
+    NyneValidationError,
 )
 from airflow_provider_nyne.client.models import JobState, JobStatus
 
@@ -219,12 +220,24 @@ _Step = _Poll | _Sleep
 _PollResult = JobStatus | NyneError
 
 
-def _error_outcome(request_id: str, error: NyneError, polls: int, note: str = "") -> WaitOutcome:
+def error_outcome(request_id: str, error: NyneError, polls: int = 0, note: str = "") -> WaitOutcome:
+    """
+    The ``error`` outcome for a client error, keeping its code and HTTP status.
+
+    :param request_id: the request waited for
+    :param error: the error that ended the wait
+    :param polls: status requests made so far
+    :param note: appended to the message
+    """
+    code = error.code
+    if code is None and isinstance(error, NyneValidationError) and error.field:
+        # A local check failed before any request (e.g. the connection does not exist).
+        code = f"invalid_{error.field}"
     return WaitOutcome(
         status="error",
         request_id=request_id,
         message=f"{error.message}{note}",
-        error_code=error.code,
+        error_code=code,
         http_status=error.status_code,
         polls=polls,
     )
@@ -261,11 +274,11 @@ def _wait_steps(
         polls += 1
         if isinstance(result, NyneError):
             if not isinstance(result, TRANSIENT_ERRORS):
-                return _error_outcome(request_id, result, polls)
+                return error_outcome(request_id, result, polls)
             consecutive += 1
             last_error = result
             if consecutive > max_transient_errors:
-                return _error_outcome(request_id, result, polls, f" ({consecutive} failed polls in a row)")
+                return error_outcome(request_id, result, polls, f" ({consecutive} failed polls in a row)")
             logger.warning(
                 "Polling Nyne request %s failed (%s); %d/%d transient errors in a row tolerated",
                 request_id,
@@ -424,6 +437,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "PollSchedule",
     "WaitOutcome",
+    "error_outcome",
     "wait_for_job",
     "wait_for_job_sync",
 ]

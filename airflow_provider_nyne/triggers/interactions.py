@@ -16,6 +16,7 @@ from airflow_provider_nyne.client.polling import (
     DEFAULT_POLL_INTERVAL,
     PollSchedule,
     WaitOutcome,
+    error_outcome,
     wait_for_job,
 )
 from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
@@ -108,13 +109,7 @@ class NyneInteractionsTrigger(BaseTrigger):
             )
         except NyneError as err:
             # Missing connection or credentials: the task learns why instead of hanging.
-            outcome = WaitOutcome(
-                status="error",
-                request_id=self.request_id,
-                message=err.message,
-                error_code=err.code,
-                http_status=err.status_code,
-            )
+            outcome = error_outcome(self.request_id, err)
         except Exception as err:
             # A bug must not leave the task deferred until its timeout: report it.
             self.log.exception("Waiting for Nyne request %s failed unexpectedly", self.request_id)
