@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TRIGGER_CLASSPATH = "airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger"
 _SECRET_CACHE_SECONDS = 30.0
+_SECRET_CACHE_SIZE = 256
 
 
 class AirflowBackend:
@@ -91,6 +92,8 @@ class AirflowBackend:
                 return cached[1]
         secret = self._read_connection_secret(conn_id)
         with self._lock:
+            if len(self._secrets) >= _SECRET_CACHE_SIZE:
+                self._secrets.clear()  # bounded: connection ids come from (authenticated-later) URLs
             self._secrets[conn_id] = (now, secret)
         return secret
 

@@ -11,6 +11,10 @@ from airflow_provider_nyne.client.polling import WaitOutcome
 __all__ = ["CallbackPayloadError", "event_from_status", "event_from_status_data", "extract_status_data"]
 
 
+#: The stored key's size; real request ids are a few dozen characters.
+MAX_REQUEST_ID_LENGTH = 255
+
+
 class CallbackPayloadError(ValueError):
     """The callback body is not a usable job status (the receiver answers ``400``)."""
 
@@ -29,6 +33,8 @@ def extract_status_data(body: Any) -> dict[str, Any]:
     request_id = candidate.get("request_id")
     if isinstance(request_id, bool) or not isinstance(request_id, str | int) or not str(request_id).strip():
         raise CallbackPayloadError("callback body carries no request_id")
+    if len(str(request_id)) > MAX_REQUEST_ID_LENGTH:
+        raise CallbackPayloadError(f"request_id longer than {MAX_REQUEST_ID_LENGTH} characters")
     return dict(candidate)
 
 

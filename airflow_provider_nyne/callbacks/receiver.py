@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
@@ -69,6 +70,8 @@ DEFAULT_CONN_ID = "nyne_default"
 #: The body FastAPI gives an unknown route; every authentication failure answers exactly this.
 NOT_FOUND_BODY = {"detail": "Not Found"}
 _PURGE_EVERY_SECONDS = 60.0
+# What an Airflow connection id can look like; anything else is not looked up at all.
+_CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
 
 
 class CorrelationConflictError(Exception):
@@ -218,6 +221,8 @@ class CallbackService:
         try:
             target = decode_correlation_id(correlation_id)
         except ValueError:
+            return None
+        if target.conn_id is not None and not _CONN_ID.fullmatch(target.conn_id):
             return None
         secret = self.secret_for(target.conn_id or DEFAULT_CONN_ID)
         if not secret:

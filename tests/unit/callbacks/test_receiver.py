@@ -149,6 +149,14 @@ def test_same_delivery_five_times_dispatches_once(client: TestClient, fake_backe
         pytest.param(lambda: "/v1/callback/" + encode_correlation_id(ASSET_TARGET), id="missing-token"),
         pytest.param(lambda: "/v1/callback/not-a-correlation-id/abc", id="undecodable-id"),
         pytest.param(lambda: "/v1/callback/", id="nothing"),
+        pytest.param(
+            lambda: _path(
+                CallbackTarget(
+                    "d", "t", "r", asset_uri="nyne://a", asset_name="nyne://a", conn_id="no/such id"
+                )
+            ),
+            id="impossible-conn-id",
+        ),
     ],
 )
 def test_bad_or_missing_token_is_a_uniform_404_and_changes_nothing(
@@ -227,6 +235,7 @@ def test_body_over_the_cap_is_413(client: TestClient, fake_backend: FakeBackend,
             "expected 'completed' or 'failed'",
             id="not-terminal",
         ),
+        pytest.param(json.dumps(_data(rid="r" * 300)).encode(), "longer than 255", id="request-id-too-long"),
     ],
 )
 def test_unusable_bodies_are_400(
