@@ -26,4 +26,5 @@ pytest_plugins = [
     "tests.fixtures.airflow",
     "tests.fixtures.simulator",
     "tests.fixtures.s3",
+    "tests.fixtures.airflow_processes",
 ]
