@@ -21,7 +21,7 @@ def _restart_then_fail(procs: AirflowProcesses, seen: list[psutil.Process]) -> N
         procs.run_cli("db", "migrate")
         first = procs.start("dag-processor")
         seen += procs._tree(first)
-        second = procs.restart("dag-processor")  # ready means: a heartbeat newer than its start
+        second = procs.restart("dag-processor")  # ready means: a job row newer than its start
         seen += procs._tree(second)
         assert second.pid != first.pid
         assert not first.alive()
