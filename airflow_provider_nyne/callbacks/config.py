@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from airflow_provider_nyne._compat import get_config_option
 
 __all__ = [
+    "DEFAULT_MAILBOX_INTERVAL",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_RETENTION_DAYS",
     "SECTION",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 SECTION = "nyne"
+#: Seconds between a waiting trigger's safety-net mailbox reads (the receiver normally resumes the task itself).
+DEFAULT_MAILBOX_INTERVAL = 300.0
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_RETENTION_DAYS = 7.0
 

@@ -27,14 +27,13 @@ from typing import Any, NoReturn
 from airflow_provider_nyne._compat import AirflowFailException, mask_secret
 from airflow_provider_nyne.callbacks import config
 from airflow_provider_nyne.callbacks.assets import interactions_asset_uri
-from airflow_provider_nyne.callbacks.config import CallbackConfigError
+from airflow_provider_nyne.callbacks.config import DEFAULT_MAILBOX_INTERVAL, CallbackConfigError
 from airflow_provider_nyne.callbacks.tokens import (
     CallbackTarget,
     callback_url,
     encode_correlation_id,
     make_token,
 )
-from airflow_provider_nyne.callbacks.triggers import DEFAULT_MAILBOX_INTERVAL, NyneCallbackTrigger
 from airflow_provider_nyne.client.request import InteractionRequest
 from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
 
@@ -207,7 +206,8 @@ def defer_on_callback(
     method_name: str = "execute_complete",
 ) -> NoReturn:
     """
-    Free the worker: defer ``task`` on :class:`NyneCallbackTrigger` until the callback or ``deadline``.
+    Free the worker: defer ``task`` on :class:`~airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger`
+    until the callback or ``deadline``.
 
     :param task: the operator deferring
     :param request_id: the submitted request
@@ -218,6 +218,8 @@ def defer_on_callback(
     :param reconcile: one status request at the deadline if no callback came
     :param method_name: the task method that receives the event
     """
+    from airflow_provider_nyne.callbacks.triggers import NyneCallbackTrigger
+
     trigger = NyneCallbackTrigger(
         request_id=request_id,
         correlation_id=correlation_id,
@@ -356,6 +358,12 @@ def callback_request(
     :raises AirflowFailException: when callback mode is not configured, or ``callback_url`` is set too
     """
     if getattr(task, "wait_mode", "poll") != "callback":
+        return request, None
+    if getattr(task, "reuse_request_id", None):
+        task.log.warning(
+            "reuse_request_id attaches to a request submitted elsewhere: its callback goes where its "
+            "submitter asked, so this task waits for it by polling"
+        )
         return request, None
     if request.callback_url:
         raise AirflowFailException(

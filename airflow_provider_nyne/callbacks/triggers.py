@@ -37,6 +37,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_nyne._compat import mask_secret
 from airflow_provider_nyne.callbacks import config
+from airflow_provider_nyne.callbacks.config import DEFAULT_MAILBOX_INTERVAL
 from airflow_provider_nyne.callbacks.events import event_from_status, event_from_status_data
 from airflow_provider_nyne.callbacks.tokens import callback_path, make_token
 from airflow_provider_nyne.client.errors import NyneError, NyneValidationError
@@ -45,8 +46,6 @@ from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
 
 __all__ = ["DEFAULT_MAILBOX_INTERVAL", "NyneCallbackTrigger"]
 
-#: Seconds between two safety-net reads of the mailbox (the receiver normally resumes the task itself).
-DEFAULT_MAILBOX_INTERVAL = 300.0
 _MAILBOX_TIMEOUT = 10.0
 _SSL_CONTEXT: list[ssl.SSLContext] = []
 

@@ -11,7 +11,9 @@ from airflow_provider_nyne._compat import AirflowFailException, TaskDeferred
 from airflow_provider_nyne.callbacks.config import CallbackConfigError
 from airflow_provider_nyne.callbacks.defer import (
     CORRELATION_XCOM_KEY,
+    callback_request,
     check_wait_mode,
+    continue_with_callback,
     plan_callback,
     resolve_asset,
     submit_and_defer_on_callback,
@@ -217,3 +219,95 @@ def test_resolve_asset_object_keeps_name_and_uri() -> None:
     from airflow.sdk import Asset
 
     assert resolve_asset(Asset(name="landed", uri="s3://b/k"), None) == ("landed", "s3://b/k")
+
+
+class FakeSubmit(FakeTask):
+    """What callback_request/continue_with_callback read from the submit operator."""
+
+    def __init__(self, *, wait: bool, wait_mode: str = "callback", **attrs: Any) -> None:
+        super().__init__()
+        self.wait_mode = wait_mode
+        self.wait_for_completion = wait
+        self.callback_asset = attrs.get("callback_asset")
+        self.reuse_request_id = attrs.get("reuse_request_id")
+        self.timeout = 60.0
+        self.hook = NyneHook()
+        self.nyne_conn_id = "nyne_default"
+
+
+def _request(**fields: Any) -> InteractionRequest:
+    return InteractionRequest.create("https://x.com/nasa", "followers", **fields)
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    _set_conn(monkeypatch)
+    monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_BASE_URL", BASE)
+
+
+@pytest.mark.usefixtures("configured")
+@pytest.mark.parametrize(
+    ("task", "has_plan"),
+    [
+        pytest.param(FakeSubmit(wait=True, wait_mode="poll"), False, id="poll-mode-untouched"),
+        pytest.param(
+            FakeSubmit(wait=True, reuse_request_id="req-9"), False, id="reuse-falls-back-to-polling"
+        ),
+        pytest.param(FakeSubmit(wait=True), True, id="deferred"),
+        pytest.param(FakeSubmit(wait=False), True, id="asset"),
+    ],
+)
+def test_callback_request(task: FakeSubmit, has_plan: bool) -> None:
+    request, plan = callback_request(task, {"ti": FakeTI()}, _request())
+    assert (plan is not None) == has_plan
+    if plan is None:
+        assert request.callback_url is None
+        return
+    assert request.callback_url == plan.url
+    assert plan.target.wait is task.wait_for_completion
+    expected_asset = None if task.wait_for_completion else "nyne://interactions/twitter/nasa/followers"
+    assert plan.target.asset_uri == expected_asset
+
+
+@pytest.mark.usefixtures("configured")
+def test_callback_url_and_callback_mode_exclude_each_other() -> None:
+    with pytest.raises(AirflowFailException, match="exclude each other"):
+        callback_request(
+            FakeSubmit(wait=True), {"ti": FakeTI()}, _request(callback_url="https://elsewhere.example/cb")
+        )
+
+
+@pytest.mark.usefixtures("configured")
+def test_continue_in_asset_mode_returns_the_request_id() -> None:
+    task, ti = FakeSubmit(wait=False), FakeTI()
+    _, plan = callback_request(task, {"ti": ti}, _request())
+    assert plan is not None
+    assert continue_with_callback(task, {"ti": ti}, "req-1", plan) == "req-1"
+    assert ti.xcoms[CORRELATION_XCOM_KEY] == plan.correlation_id
+    assert task.deferred is None
+
+
+@pytest.mark.usefixtures("configured")
+def test_continue_in_deferred_mode_defers_without_asking_the_api() -> None:
+    task, ti = FakeSubmit(wait=True), FakeTI()
+    _, plan = callback_request(task, {"ti": ti}, _request())
+    assert plan is not None
+    with pytest.raises(TaskDeferred):
+        continue_with_callback(task, {"ti": ti}, "req-1", plan)
+    assert task.deferred is not None
+    assert isinstance(task.deferred["trigger"], NyneCallbackTrigger)
+
+
+@pytest.mark.usefixtures("configured")
+def test_continue_with_a_reconnected_completed_request_returns_the_summary() -> None:
+    from airflow_provider_nyne.client.models import JobStatus
+
+    task, ti = FakeSubmit(wait=True), FakeTI()
+    _, plan = callback_request(task, {"ti": ti}, _request())
+    assert plan is not None
+    done = JobStatus.from_api(
+        {"request_id": "req-1", "status": "completed", "result": {"interactions": [{}], "total_count": 1}}
+    )
+    summary = continue_with_callback(task, {"ti": ti}, "req-1", plan, status=done)
+    assert summary == {"request_id": "req-1", "status": "completed", "total_count": 1}
+    assert task.deferred is None
