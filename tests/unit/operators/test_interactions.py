@@ -1,0 +1,433 @@
+"""NyneSubmitInteractionsOperator: validation first, the request id kept before waiting, never paying twice."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from airflow_provider_nyne._compat import (
+    AirflowException,
+    AirflowFailException,
+    TaskDeferred,
+)
+from airflow_provider_nyne.client.errors import (
+    NyneError,
+    NyneNotFoundError,
+    NyneServerError,
+    NyneTransportError,
+)
+from airflow_provider_nyne.client.models import JobStatus
+from airflow_provider_nyne.client.request import InteractionRequest
+from airflow_provider_nyne.hooks.nyne import NyneHook
+from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
+from airflow_provider_nyne.triggers.interactions import NyneInteractionsTrigger
+from airflow_provider_nyne.utils import waiting
+from airflow_provider_nyne.utils.request_state import STATE_KEY
+
+KEY = "sk-live-OPERATORKEY-0123456789"
+SECRET = "ss-live-OPERATORSECRET-abcdefghij"
+
+
+def status(state: str, rid: str = "req-1", **data: Any) -> JobStatus:
+    return JobStatus.from_api({"status": state, **data}, request_id=rid)
+
+
+def completed(rid: str = "req-1", total: int = 12) -> JobStatus:
+    return status("completed", rid, completed=True, result={"total_count": total, "interactions": []})
+
+
+class FakeHook:
+    """Stands in for NyneHook: records submissions and answers status polls from a table."""
+
+    def __init__(self, statuses: dict[str, JobStatus | NyneError] | None = None) -> None:
+        self.statuses = dict(statuses or {})
+        self.submitted: list[InteractionRequest] = []
+        self.polled: list[str] = []
+        self.submit_error: NyneError | None = None
+        self.settings = object()
+
+    def build_request(self, **fields: Any) -> InteractionRequest:
+        return InteractionRequest.create(**fields)
+
+    def submit_interactions(self, request: InteractionRequest) -> str:
+        if self.submit_error is not None:
+            raise self.submit_error
+        self.submitted.append(request)
+        rid = f"req-new-{len(self.submitted)}"
+        self.statuses.setdefault(rid, status("queued", rid))
+        return rid
+
+    def get_interactions_status(self, request_id: str) -> JobStatus:
+        self.polled.append(request_id)
+        answer = self.statuses[request_id]
+        if isinstance(answer, NyneError):
+            raise answer
+        return answer
+
+
+class DictStore:
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self.data = dict(data or {})
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = json.loads(json.dumps(value))
+
+
+class FakeTI:
+    dag_id = "dag"
+    task_id = "submit"
+    run_id = "manual__1"
+    map_index = -1
+    try_number = 1
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def context(store: DictStore | None = None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"ti": FakeTI(), "run_id": FakeTI.run_id}
+    if store is not None:
+        ctx["task_state_store"] = store
+    return ctx
+
+
+def make(hook: FakeHook | None = None, **kwargs: Any) -> NyneSubmitInteractionsOperator:
+    fields: dict[str, Any] = {"task_id": "submit", "username": "nasa", "interaction_type": "followers"}
+    op = NyneSubmitInteractionsOperator(**{**fields, **kwargs})
+    op.__dict__["hook"] = hook or FakeHook()  # the cached_property, replaced
+    return op
+
+
+def fingerprint(**fields: Any) -> str:
+    return InteractionRequest.create(
+        **{"username": "nasa", "interaction_type": "followers", **fields}
+    ).fingerprint()
+
+
+# --- construction -------------------------------------------------------------------------
+
+
+def test_every_request_field_is_templated() -> None:
+    assert set(NyneSubmitInteractionsOperator.template_fields) == {
+        "social_media_url",
+        "twitter_url",
+        "interaction_type",
+        "username",
+        "tweet_id",
+        "max_results",
+        "callback_url",
+        "platform",
+        "reuse_request_id",
+    }
+
+
+def test_defaults() -> None:
+    op = NyneSubmitInteractionsOperator(task_id="t", username="nasa", interaction_type="followers")
+    assert (op.nyne_conn_id, op.wait_for_completion, op.deferrable) == ("nyne_default", False, True)
+    assert (op.timeout, op.poll_interval, op.max_poll_interval, op.backoff_factor) == (
+        86400.0,
+        2.0,
+        60.0,
+        1.5,
+    )
+    assert (op.max_transient_errors, op.reuse_request_id) == (10, None)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"timeout": 0}, {"timeout": -5}, {"poll_interval": 0}, {"poll_interval": 10, "max_poll_interval": 1}],
+    ids=["zero-timeout", "negative-timeout", "zero-interval", "cap-below-interval"],
+)
+def test_nonsense_waiting_settings_fail_at_parse_time(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        NyneSubmitInteractionsOperator(task_id="t", username="nasa", interaction_type="followers", **kwargs)
+
+
+def test_building_the_operator_reads_no_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("connection read at DAG parse time")
+
+    monkeypatch.setattr(NyneHook, "get_connection", boom)
+    NyneSubmitInteractionsOperator(task_id="t", username="nasa", interaction_type="followers")
+
+
+# --- validation before spending -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"interaction_type": None}, "type"),
+        ({"interaction_type": "likes"}, "type"),
+        ({"interaction_type": "replies"}, "tweet_id"),
+        ({"username": None, "social_media_url": "https://example.com/nasa"}, "social_media_url"),
+        (
+            {
+                "username": None,
+                "social_media_url": "https://www.instagram.com/natgeo/",
+                "interaction_type": "replies",
+            },
+            "type",
+        ),
+        ({"callback_url": "ftp://example.com/x"}, "callback_url"),
+        ({"social_media_url": "https://x.com/a", "twitter_url": "https://x.com/b"}, "social_media_url"),
+    ],
+    ids=[
+        "no-type",
+        "bad-type",
+        "replies-no-tweet",
+        "bad-url",
+        "instagram-replies",
+        "bad-callback",
+        "aliases-disagree",
+    ],
+)
+def test_bad_input_fails_without_any_request(fields: dict[str, Any], fragment: str) -> None:
+    hook = FakeHook()
+    with pytest.raises(AirflowFailException, match=fragment):
+        make(hook, **fields).execute(context(DictStore()))
+    assert (hook.submitted, hook.polled) == ([], [])
+
+
+def test_unknown_connection_fails_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_NYNE_MISSING", raising=False)
+    op = NyneSubmitInteractionsOperator(
+        task_id="t", username="nasa", interaction_type="followers", nyne_conn_id="nyne_missing"
+    )
+    with respx.mock(assert_all_called=False) as router:
+        with pytest.raises(AirflowFailException, match="'nyne_missing' does not exist"):
+            op.execute(context(DictStore()))
+        assert router.calls.call_count == 0
+
+
+# --- submit, keep, return --------------------------------------------------------------------
+
+
+def test_submit_keeps_the_request_id_before_returning_it() -> None:
+    hook, store = FakeHook(), DictStore()
+    ctx = context(store)
+    rid = make(hook, max_results="50").execute(ctx)
+    assert rid == "req-new-1"
+    assert ctx["ti"].xcom == {"request_id": "req-new-1"}
+    assert store.data[STATE_KEY] == {"request_id": "req-new-1", "fingerprint": fingerprint(max_results=50)}
+    [request] = hook.submitted
+    assert (request.username, request.max_results) == ("nasa", 50)
+    assert hook.polled == []  # not waiting: no poll at all
+
+
+def test_twitter_url_alias_and_instagram_platform_reach_the_request() -> None:
+    hook = FakeHook()
+    make(hook, username=None, twitter_url="https://twitter.com/nasa").execute(context(DictStore()))
+    make(hook, username="natgeo", platform="instagram").execute(context(DictStore()))
+    assert [(r.platform, r.username) for r in hook.submitted] == [
+        ("twitter", "nasa"),
+        ("instagram", "natgeo"),
+    ]
+
+
+# --- never pay twice ----------------------------------------------------------------------
+
+
+def previous(rid: str = "req-old", **fields: Any) -> DictStore:
+    return DictStore({STATE_KEY: {"request_id": rid, "fingerprint": fingerprint(**fields)}})
+
+
+@pytest.mark.parametrize(
+    ("answer", "submits"),
+    [
+        (status("processing", "req-old"), False),
+        (status("queued", "req-old"), False),
+        (completed("req-old"), False),
+        (status("failed", "req-old", error="Profile is private"), True),
+        (NyneNotFoundError("expired", status_code=404, code="request_not_found"), True),
+    ],
+    ids=["running", "queued", "completed", "failed", "expired-404"],
+)
+def test_retry_reconnects_reuses_or_resubmits(answer: JobStatus | NyneError, submits: bool) -> None:
+    hook = FakeHook({"req-old": answer})
+    store = previous()
+    ctx = context(store)
+    rid = make(hook).execute(ctx)
+    assert len(hook.submitted) == (1 if submits else 0)
+    assert rid == ("req-new-1" if submits else "req-old")
+    assert ctx["ti"].xcom["request_id"] == rid
+    assert store.data[STATE_KEY]["request_id"] == rid
+
+
+def test_retry_with_changed_parameters_submits_the_new_lookup() -> None:
+    hook = FakeHook({"req-old": status("processing", "req-old")})
+    store = previous(max_results=20)
+    assert make(hook, max_results=30).execute(context(store)) == "req-new-1"
+    assert hook.polled == []  # the old request is not even looked at
+
+
+def test_retry_when_the_status_is_unknown_fails_instead_of_paying_again() -> None:
+    hook = FakeHook({"req-old": NyneServerError("down", status_code=502)})
+    with pytest.raises(AirflowException, match="HTTP 502") as info:
+        make(hook).execute(context(previous()))
+    assert type(info.value) is AirflowException  # Airflow retries later, and reconnects then
+    assert hook.submitted == []
+
+
+def test_retry_completed_while_waiting_returns_the_summary_without_waiting() -> None:
+    hook = FakeHook({"req-old": completed("req-old", total=33)})
+    summary = make(hook, wait_for_completion=True).execute(context(previous()))
+    assert summary == {"request_id": "req-old", "status": "completed", "total_count": 33}
+    assert hook.polled == ["req-old"]
+    assert hook.submitted == []
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (NyneTransportError("read timeout", request_sent=True), AirflowFailException),
+        (NyneServerError("internal error", status_code=500), AirflowFailException),
+        (NyneServerError("unavailable", status_code=503), AirflowException),
+        (NyneTransportError("refused", request_sent=False), AirflowException),
+    ],
+    ids=["ambiguous-timeout", "ambiguous-500", "503-not-processed", "refused-not-sent"],
+)
+def test_submission_failures(error: NyneError, expected: type[Exception]) -> None:
+    hook = FakeHook()
+    hook.submit_error = error
+    store = DictStore()
+    with pytest.raises(AirflowException) as info:
+        make(hook).execute(context(store))
+    assert type(info.value) is expected
+    assert store.data == {}
+
+
+def test_reuse_request_id_attaches_without_submitting() -> None:
+    hook = FakeHook({"req-given": status("processing", "req-given")})
+    store = DictStore()
+    ctx = context(store)
+    assert make(hook, reuse_request_id=" req-given ").execute(ctx) == "req-given"
+    assert (hook.submitted, ctx["ti"].xcom, store.data) == ([], {"request_id": "req-given"}, {})
+
+
+def test_reuse_request_id_that_expired_fails_without_submitting() -> None:
+    hook = FakeHook({"req-given": NyneNotFoundError("expired", status_code=404)})
+    with pytest.raises(AirflowFailException, match="HTTP 404"):
+        make(hook, reuse_request_id="req-given").execute(context(DictStore()))
+    assert hook.submitted == []
+
+
+# --- waiting ------------------------------------------------------------------------------
+
+
+def test_wait_defers_on_the_trigger_with_an_absolute_deadline() -> None:
+    hook = FakeHook()
+    op = make(
+        hook, wait_for_completion=True, timeout=600, poll_interval=1, max_poll_interval=30, nyne_conn_id="c"
+    )
+    ctx = context(DictStore())
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(ctx)
+    # The id was kept before deferring; one status check happened first.
+    assert ctx["ti"].xcom == {"request_id": "req-new-1"}
+    assert hook.polled == ["req-new-1"]
+    trigger = info.value.trigger
+    assert isinstance(trigger, NyneInteractionsTrigger)
+    _, kwargs = trigger.serialize()
+    assert before + 600 <= kwargs.pop("end_time") <= time.time() + 600
+    assert kwargs == {
+        "request_id": "req-new-1",
+        "nyne_conn_id": "c",
+        "poll_interval": 1.0,
+        "max_poll_interval": 30.0,
+        "backoff_factor": 1.5,
+        "max_transient_errors": 10,
+    }
+    assert info.value.method_name == "execute_complete"
+
+
+def test_wait_without_triggerer_polls_in_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def fake_wait_sync(request_id: str, **kwargs: Any) -> dict[str, Any]:
+        calls.append({"request_id": request_id, **kwargs})
+        return {"status": "success", "request_id": request_id, "total_count": 4}
+
+    monkeypatch.setattr(waiting, "wait_sync", fake_wait_sync)
+    summary = make(FakeHook(), wait_for_completion=True, deferrable=False).execute(context(DictStore()))
+    assert summary == {"request_id": "req-new-1", "status": "completed", "total_count": 4}
+    [call] = calls
+    assert call["request_id"] == "req-new-1"
+
+
+def test_execute_complete_returns_the_summary_or_names_the_cause() -> None:
+    op = make(wait_for_completion=True)
+    ok = {"status": "success", "request_id": "r", "total_count": 2, "message": None, "polls": 3}
+    assert op.execute_complete(context(DictStore()), ok) == {
+        "request_id": "r",
+        "status": "completed",
+        "total_count": 2,
+    }
+    with pytest.raises(AirflowException, match="failed: Profile is private"):
+        op.execute_complete(
+            context(DictStore()),
+            {"status": "failed", "request_id": "r", "message": "request r failed: Profile is private"},
+        )
+    with pytest.raises(AirflowFailException, match="HTTP 403"):
+        op.execute_complete(
+            context(DictStore()),
+            {
+                "status": "error",
+                "request_id": "r",
+                "message": "no",
+                "http_status": 403,
+                "error_code": "permission_denied",
+            },
+        )
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+def test_secrets_stay_out_of_xcom_fields_store_and_logs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = {"conn_type": "nyne", "login": KEY, "password": SECRET, "host": "http://127.0.0.1:1"}
+    monkeypatch.setenv("AIRFLOW_CONN_NYNE_SECRETS", json.dumps(conn))
+    caplog.set_level(logging.DEBUG)
+    op = NyneSubmitInteractionsOperator(
+        task_id="t", username="nasa", interaction_type="followers", nyne_conn_id="nyne_secrets"
+    )
+    store = DictStore()
+    ctx = context(store)
+    with respx.mock(base_url="http://127.0.0.1:1") as router:
+        route = router.post("/person/interactions").mock(
+            return_value=httpx.Response(
+                202, json={"success": True, "data": {"request_id": "req-9", "status": "queued"}}
+            )
+        )
+        assert op.execute(ctx) == "req-9"
+    sent = route.calls.last.request
+    assert (sent.headers["X-API-Key"], sent.headers["X-API-Secret"]) == (KEY, SECRET)
+    visible = (
+        json.dumps(
+            [
+                ctx["ti"].xcom,
+                store.data,
+                {f: getattr(op, f) for f in op.template_fields},
+                repr(op),
+                repr(op.hook),
+            ]
+        )
+        + caplog.text
+    )
+    assert KEY not in visible
+    assert SECRET not in visible
