@@ -1,0 +1,416 @@
+"""NyneInteractionsToObjectStorageOperator: land a completed request's result in object storage.
+
+The destination is any Airflow object storage path (``ObjectStoragePath``: ``file://``,
+``s3://conn_id@bucket/key``, ``gs://``, ...). The file appears complete or not at all, an
+existing object is never overwritten unless asked, a retry that finds its own output
+succeeds without rewriting it, and the destination is reported as an Airflow ``Asset``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
+
+from airflow_provider_nyne._compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    object_storage_conn_id,
+)
+from airflow_provider_nyne.client.errors import NyneError
+from airflow_provider_nyne.client.models import JobState, JobStatus
+from airflow_provider_nyne.client.polling import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    PollSchedule,
+)
+from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
+from airflow_provider_nyne.transfers._writers import (
+    DestinationExistsError,
+    OutputMarker,
+    OutputMeta,
+    UnreadableOutputError,
+    atomic_writer,
+    check_format,
+    iter_records,
+    read_output_marker,
+    write_output,
+)
+from airflow_provider_nyne.utils.waiting import (
+    DEFAULT_TIMEOUT,
+    check_event,
+    deadline_after,
+    defer_to_trigger,
+    fail_for,
+    wait_sync,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+_LOCAL_SCHEMES = ("", "file", "local")
+
+
+def _is_templated(value: object) -> bool:
+    text = str(value)
+    return "{{" in text or "{%" in text
+
+
+def asset_uri(path: str | ObjectStoragePath) -> str:
+    """
+    The Asset URI of a destination: its URL without the connection id (which says how to
+    reach the data, not what the data is), local paths as absolute ``file://`` URIs.
+
+    Pure string work, so it is safe at DAG-parse time (building an ``ObjectStoragePath``
+    with a connection id may look the connection up).
+
+    :param path: the destination, as a string or ``ObjectStoragePath``
+    """
+    if isinstance(path, ObjectStoragePath):
+        protocol = (path.protocol or "").lower()
+        if protocol in _LOCAL_SCHEMES:
+            return "file://" + os.path.abspath(path.path)
+        return f"{protocol}://{path.path.lstrip('/')}"
+    text = str(path)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme in _LOCAL_SCHEMES or len(scheme) == 1:  # a Windows drive letter is not a scheme
+        local = parts.path if scheme else text
+        return "file://" + os.path.abspath(local)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((scheme, host, parts.path, "", ""))
+
+
+class NyneInteractionsToObjectStorageOperator(BaseOperator):
+    """
+    Write the result of a completed Nyne interactions request to object storage.
+
+    Formats (every record carries ``request_id``, ``platform``, ``interaction_type``,
+    ``target_username`` and ``fetched_at``, then the profile columns, then the untouched
+    item under ``raw``):
+
+    * ``jsonl`` (default): one interaction per line; empty result: empty file.
+    * ``json``: one document with the request's header (target, total count, fetch time)
+      and an ``interactions`` list; empty result: the header and ``[]``.
+    * ``csv``: the same columns, header always written; ``raw`` as JSON text.
+    * ``parquet`` (extra ``parquet``, needs pyarrow): an explicit schema (counts nullable
+      int64, ``verified`` nullable bool, ``fetched_at`` UTC timestamp), the header in the
+      file's ``nyne.*`` metadata; empty result: the schema with 0 rows.
+
+    Whole or nothing: the object appears complete or not at all (see
+    :func:`~airflow_provider_nyne.transfers._writers.atomic_writer`). An existing object
+    fails the task unless ``overwrite=True``, except when it already holds this request's
+    output (same ``request_id`` inside the file): then a retry succeeds without rewriting.
+
+    Returns (XCom) ``{"uri": ..., "records": N, "format": ..., "request_id": ...}``; ``uri``
+    is the destination as ``ObjectStoragePath`` spells it (connection id included), so a
+    downstream task can open it. The destination is an outlet ``Asset`` (static paths) or
+    is added to the ``AssetAlias`` ``nyne_interactions__<dag_id>__<task_id>`` at run time
+    (templated paths).
+
+    :param request_id: the request whose result to write (templated), e.g.
+        ``"{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"``
+    :param path: destination (templated), e.g. ``"s3://aws_default@bucket/nyne/{{ ds }}/x.jsonl"``
+        or an ``ObjectStoragePath``
+    :param nyne_conn_id: the ``nyne`` connection
+    :param conn_id: storage connection for a path without one in its URL (templated)
+    :param format: ``jsonl`` (default), ``json``, ``csv`` or ``parquet``
+    :param overwrite: replace an existing object at ``path``
+    :param skip_if_empty: skip the task (``AirflowSkipException``) when the result has no
+        interactions, instead of writing an empty file
+    :param wait_for_completion: when the request is still running, wait for it (deferring
+        to the triggerer when ``deferrable``) instead of failing
+    :param deferrable: wait in the triggerer rather than in the worker
+    :param timeout: how long to wait for completion before failing, seconds or a timedelta (default 24 h)
+    :param poll_interval: seconds before the first status poll while waiting (default 2;
+        the wait backs off from there, up to a minute between polls)
+    """
+
+    template_fields: Sequence[str] = ("request_id", "path", "conn_id")
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        path: str | ObjectStoragePath,
+        nyne_conn_id: str = DEFAULT_CONN_ID,
+        conn_id: str | None = None,
+        format: str = "jsonl",
+        overwrite: bool = False,
+        skip_if_empty: bool = False,
+        wait_for_completion: bool = False,
+        deferrable: bool = True,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        **kwargs: Any,
+    ) -> None:
+        outlets = list(kwargs.pop("outlets", None) or [])
+        super().__init__(**kwargs)
+        self.request_id = request_id
+        self.path = path
+        self.nyne_conn_id = nyne_conn_id
+        self.conn_id = conn_id
+        self.format = check_format(format)
+        self.overwrite = overwrite
+        self.skip_if_empty = skip_if_empty
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        if seconds <= 0:
+            raise ValueError(f"timeout must be positive; got {timeout!r}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive; got {poll_interval!r}")
+        self.timeout = seconds
+        self.poll_interval = float(poll_interval)
+        # A static destination is known at parse time, so downstream DAGs can be scheduled on
+        # it directly; a templated one is only known at run time and goes through an alias.
+        self.static_asset: Asset | None = None
+        self.asset_alias: AssetAlias | None = None
+        if _is_templated(path) or _is_templated(conn_id or ""):
+            self.asset_alias = AssetAlias(name=self.alias_name)
+            outlets.append(self.asset_alias)
+        else:
+            self.static_asset = Asset(uri=asset_uri(path))
+            outlets.append(self.static_asset)
+        self.outlets = outlets
+
+    @property
+    def alias_name(self) -> str:
+        """The ``AssetAlias`` name used for a templated destination."""
+        dag_id = self.dag_id if self.has_dag() else None
+        return (
+            f"nyne_interactions__{dag_id}__{self.task_id}" if dag_id else f"nyne_interactions__{self.task_id}"
+        )
+
+    @cached_property
+    def hook(self) -> NyneHook:
+        """The Nyne hook, built on first use."""
+        return NyneHook(self.nyne_conn_id)
+
+    # Run --------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Write the result, wait for it first, or fail; see the class docstring."""
+        request_id = self._request_id()
+        destination = self.destination()
+        # A retry finding its own complete output is done without asking the API (the request
+        # may even have expired by now); someone else's file fails before any waiting.
+        if not self.overwrite:
+            state, marker = self._inspect(destination, request_id)
+            if state == "ours" and marker is not None:
+                self._already_written(destination, marker, request_id)
+                return self._finish(context, destination, request_id, marker.records)
+            if state == "foreign":
+                raise self._exists_error(destination, marker)
+        status = self._fetch(request_id)
+        if status.state is JobState.COMPLETED:
+            return self._land(context, destination, status)
+        self._raise_if_failed(status)
+        if not self.wait_for_completion:
+            raise AirflowException(
+                f"Nyne request {request_id} is not completed yet (status {status.status!r}): set "
+                "wait_for_completion=True, or wait for it first with NyneInteractionsSensor"
+            )
+        return self._wait(context, request_id)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger fired: check its event, then fetch and write the result."""
+        return self._resume(context, self._request_id(), event)
+
+    def _wait(self, context: Context, request_id: str) -> dict[str, Any]:
+        deadline = deadline_after(self.timeout)
+        max_poll_interval = max(DEFAULT_MAX_POLL_INTERVAL, self.poll_interval)
+        if self.deferrable:
+            defer_to_trigger(
+                self,
+                request_id,
+                deadline=deadline,
+                nyne_conn_id=self.nyne_conn_id,
+                poll_interval=self.poll_interval,
+                max_poll_interval=max_poll_interval,
+            )
+        event = wait_sync(
+            request_id,
+            deadline=deadline,
+            nyne_conn_id=self.nyne_conn_id,
+            schedule=PollSchedule(poll_interval=self.poll_interval, max_poll_interval=max_poll_interval),
+            logger=self.log,
+        )
+        return self._resume(context, request_id, event)
+
+    def _resume(self, context: Context, request_id: str, event: Any) -> dict[str, Any]:
+        # A failed job fails without retries (retrying a transfer cannot change it), with the
+        # API's reason; timeouts and API errors keep the shared semantics of check_event.
+        failed = isinstance(event, Mapping) and event.get("status") == "failed"
+        check_event(event, task=self, request_id=request_id, sensor=failed)
+        status = self._fetch(request_id)
+        if status.state is not JobState.COMPLETED:
+            self._raise_if_failed(status)
+            raise AirflowException(
+                f"Nyne request {request_id} was reported completed but now reads {status.status!r}"
+            )
+        return self._land(context, self.destination(), status)
+
+    # Pieces -----------------------------------------------------------------------------
+
+    def _request_id(self) -> str:
+        request_id = str(self.request_id or "").strip()
+        if not request_id or request_id == "None":
+            raise AirflowFailException(
+                "request_id is empty: pass the id returned by the submit task, e.g. "
+                "\"{{ ti.xcom_pull(task_ids='submit', key='request_id') }}\""
+            )
+        return request_id
+
+    def destination(self) -> ObjectStoragePath:
+        """The rendered destination as an ``ObjectStoragePath`` (with ``conn_id`` applied)."""
+        path = self.path
+        conn_id = self.conn_id or None
+        if isinstance(path, ObjectStoragePath):
+            in_path = object_storage_conn_id(path)
+            if conn_id and in_path and in_path != conn_id:
+                raise AirflowFailException(
+                    f"path names connection {in_path!r} but conn_id is {conn_id!r}: keep one"
+                )
+            result = ObjectStoragePath(str(path), conn_id=conn_id) if conn_id and not in_path else path
+        else:
+            text = str(path).strip()
+            in_url = urlsplit(text).netloc.rpartition("@")[0]
+            if conn_id and in_url and in_url != conn_id:
+                raise AirflowFailException(
+                    f"path names connection {in_url!r} but conn_id is {conn_id!r}: keep one"
+                )
+            result = ObjectStoragePath(text, conn_id=conn_id) if conn_id else ObjectStoragePath(text)
+        if not result.path or str(path).rstrip().endswith("/") or result.path.endswith("/"):
+            raise AirflowFailException(f"path {str(path)!r} must name a file, not a folder")
+        return result
+
+    def _fetch(self, request_id: str) -> JobStatus:
+        """The request's status with its result; subclasses may read it from elsewhere (callbacks)."""
+        try:
+            return self.hook.get_interactions_status(request_id)
+        except NyneError as err:
+            # 404 says the request expired, 401/403 name the credential or reason: no retry;
+            # transient failures raise a retryable error.
+            raise fail_for(err, nyne_conn_id=self.nyne_conn_id) from err
+
+    def _raise_if_failed(self, status: JobStatus) -> None:
+        if status.state is JobState.FAILED:
+            raise AirflowFailException(
+                f"Nyne request {status.request_id} failed: {status.error or 'no reason given'}"
+            )
+
+    def _inspect(self, destination: ObjectStoragePath, request_id: str) -> tuple[str, OutputMarker | None]:
+        """
+        What the destination holds: ``("absent", None)``, ``("ours", marker)`` (this request's
+        output), ``("empty", marker)`` (an output with no record, so no request id to compare)
+        or ``("foreign", marker_or_None)``.
+        """
+        fs = destination.fs
+        try:
+            fs.invalidate_cache(destination.path)
+        except Exception:
+            pass
+        if not fs.exists(destination.path):
+            return "absent", None
+        if fs.isdir(destination.path):
+            raise AirflowFailException(f"path {destination} is a folder: name a file inside it")
+        try:
+            with fs.open(destination.path, "rb") as source:
+                marker = read_output_marker(self.format, source)
+        except UnreadableOutputError:
+            return "foreign", None
+        except FileNotFoundError:
+            return "absent", None
+        if marker.request_id == request_id:
+            return "ours", marker
+        if marker.request_id is None and marker.records == 0:
+            return "empty", marker
+        return "foreign", marker
+
+    def _already_written(self, destination: ObjectStoragePath, marker: OutputMarker, request_id: str) -> None:
+        self.log.info(
+            "%s already holds the %s output of Nyne request %s (%d records): not rewriting it",
+            destination,
+            self.format,
+            request_id,
+            marker.records,
+        )
+
+    def _exists_error(
+        self, destination: ObjectStoragePath, marker: OutputMarker | None
+    ) -> AirflowFailException:
+        if marker is None:
+            holds = f"an object that is not {self.format} output of this transfer"
+        elif marker.request_id is None:
+            holds = f"an empty {self.format} output"
+        else:
+            holds = f"the output of another request ({marker.request_id})"
+        return AirflowFailException(
+            f"{destination} already exists and holds {holds}; not overwriting it. Set overwrite=True "
+            "to replace it, or write to another path (e.g. one templated with {{ ds }} or {{ run_id }})"
+        )
+
+    def _land(self, context: Context, destination: ObjectStoragePath, status: JobStatus) -> dict[str, Any]:
+        result = status.result
+        request_id = status.request_id or self._request_id()
+        if result is None:
+            raise AirflowFailException(f"Nyne request {request_id} completed without a result object")
+        if len(result) == 0 and self.skip_if_empty:
+            raise AirflowSkipException(f"Nyne request {request_id} has no interactions: nothing to write")
+        if not self.overwrite:
+            state, marker = self._inspect(destination, request_id)
+            # An empty result is written without a request id (empty jsonl, header-only csv):
+            # an existing empty output has exactly the bytes this run would write.
+            if marker is not None and (state == "ours" or (state == "empty" and len(result) == 0)):
+                self._already_written(destination, marker, request_id)
+                return self._finish(context, destination, request_id, marker.records)
+            if state != "absent":
+                raise self._exists_error(destination, marker)
+        meta = OutputMeta.from_result(request_id, result, fetched_at=datetime.now(timezone.utc))
+        try:
+            with atomic_writer(destination.fs, destination.path, overwrite=self.overwrite) as sink:
+                written = write_output(self.format, meta, iter_records(meta, result), sink)
+        except DestinationExistsError:
+            # Another writer committed between our check and our commit.
+            raise self._exists_error(destination, self._read_marker(destination)) from None
+        self.log.info(
+            "Wrote %d %s records of Nyne request %s to %s", written, self.format, request_id, destination
+        )
+        return self._finish(context, destination, request_id, written)
+
+    def _read_marker(self, destination: ObjectStoragePath) -> OutputMarker | None:
+        try:
+            with destination.fs.open(destination.path, "rb") as source:
+                return read_output_marker(self.format, source)
+        except (UnreadableOutputError, FileNotFoundError):
+            return None
+
+    def _finish(
+        self,
+        context: Context,
+        destination: ObjectStoragePath,
+        request_id: str,
+        records: int,
+    ) -> dict[str, Any]:
+        extra: dict[str, Any] = {"request_id": request_id, "records": records, "format": self.format}
+        self._record_asset_event(context, destination, extra)
+        return {"uri": str(destination), "records": records, "format": self.format, "request_id": request_id}
+
+    def _record_asset_event(
+        self, context: Context, destination: ObjectStoragePath, extra: dict[str, Any]
+    ) -> None:
+        events = context.get("outlet_events") if hasattr(context, "get") else None
+        if events is None:
+            return
+        if self.static_asset is not None:
+            events[self.static_asset].extra.update(extra)
+        elif self.asset_alias is not None:
+            events[self.asset_alias].add(Asset(uri=asset_uri(destination)), extra=extra)
