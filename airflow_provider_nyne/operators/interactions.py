@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_nyne.callbacks.defer import callback_request, check_wait_mode, continue_with_callback
 from airflow_provider_nyne.client.errors import NyneError, NyneNotFoundError
 from airflow_provider_nyne.client.models import JobState, JobStatus
 from airflow_provider_nyne.client.polling import (
@@ -70,6 +71,13 @@ class NyneSubmitInteractionsOperator(BaseOperator):
     :param max_transient_errors: consecutive failed polls (5xx, 429, timeouts) tolerated while
         waiting (default 10)
     :param reuse_request_id: attach to this existing request id instead of submitting (templated)
+    :param wait_mode: ``"poll"`` (default) or ``"callback"``: Nyne POSTs the result to the
+        receiver in the Airflow api-server (``[nyne] callback_base_url`` and a signing secret
+        must be set; see docs/callbacks.md). With ``wait_for_completion`` the task defers until
+        the callback (no polling; one status request if none came by ``timeout``); without,
+        the callback records an event on ``callback_asset`` (asset mode)
+    :param callback_asset: the ``Asset`` (or URI) a callback records an event on; default in
+        asset mode ``nyne://interactions/<platform>/<username>/<type>``, none in deferred mode
 
     Returns (XCom ``return_value``) the request id, or when ``wait_for_completion`` a summary
     ``{"request_id": ..., "status": "completed", "total_count": ...}``; never the result itself.
@@ -108,6 +116,8 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         max_transient_errors: int = DEFAULT_MAX_TRANSIENT_ERRORS,
         reuse_request_id: str | None = None,
+        wait_mode: str = "poll",
+        callback_asset: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -134,6 +144,10 @@ class NyneSubmitInteractionsOperator(BaseOperator):
             poll_interval=poll_interval, max_poll_interval=max_poll_interval, backoff_factor=backoff_factor
         )
         self.reuse_request_id = reuse_request_id
+        self.wait_mode = check_wait_mode(wait_mode)
+        if self.wait_mode == "callback" and wait_for_completion and not deferrable:
+            raise ValueError("wait_mode='callback' waits in the triggerer: it needs deferrable=True")
+        self.callback_asset = callback_asset
 
     @cached_property
     def hook(self) -> NyneHook:
@@ -218,7 +232,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
 
     def execute(self, context: Any) -> Any:
         """Validate, reconnect or submit, keep the request id, then optionally wait."""
-        request = self.build_request()
+        request, callback = callback_request(self, context, self.build_request())
         store: RequestStateStore
         status: JobStatus | None = None
         if self.reuse_request_id:
@@ -236,6 +250,10 @@ class NyneSubmitInteractionsOperator(BaseOperator):
                 store.save(SubmittedRequest(request_id, request.fingerprint()))
         context["ti"].xcom_push(key=REQUEST_ID_XCOM_KEY, value=request_id)
 
+        if callback is not None:  # wait_mode="callback": defer on the callback, or return (asset mode)
+            result = continue_with_callback(self, context, request_id, callback, status=status)
+            store.release()
+            return result
         if not self.wait_for_completion:
             store.release()
             return request_id
