@@ -27,6 +27,16 @@ pytestmark = pytest.mark.integration
 __all__ = ["failures"]  # the fixture, imported for pytest
 
 
+def reschedules(run: Any, task_id: str) -> int:
+    """How many times a task of ``run`` gave its slot back (reschedule mode)."""
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        [ti] = [ti for ti in run.get_task_instances(session=session) if ti.task_id == task_id]
+        return session.query(TaskReschedule).filter(TaskReschedule.ti_id == ti.id).count()
+
+
 def completed_summary(value: Any, request_id: str | None = None) -> None:
     assert isinstance(value, dict)
     assert set(value) == {"request_id", "status", "total_count"}
@@ -63,7 +73,7 @@ with DAG("nyne_happy_paths", schedule=None, start_date=START, catchup=False) as 
         interaction_type="replies", wait_for_completion=True, deferrable=False, **FAST,
     )
 
-    # A sensor in poke mode and one in reschedule mode, without a triggerer.
+    # Sensors in poke and reschedule modes, without a triggerer.
     submit_poke = NyneSubmitInteractionsOperator(
         task_id="submit_poke", username="instagram_user", platform="instagram", interaction_type="followers",
     )
@@ -112,6 +122,30 @@ def test_submit_and_wait_every_way(simulator_connection: NyneSimulator, load_dag
     stored = json.dumps([xcom(run, t) for t in task_instances(run)])
     assert sim.api_key not in stored
     assert sim.api_secret not in stored
+
+
+RESCHEDULE = (
+    DAG_HEADER
+    + """
+with DAG("nyne_reschedule", schedule=None, start_date=START, catchup=False) as dag:
+    # A slow* job, so that the sensor really gives its slot back before the job completes.
+    submit = NyneSubmitInteractionsOperator(task_id="submit", username="slow_account", interaction_type="followers")
+    sense = NyneInteractionsSensor(
+        task_id="sense", request_id="{{ ti.xcom_pull(task_ids='submit') }}", deferrable=False,
+        mode="reschedule", poll_interval=0.5, max_poll_interval=1, **CALLBACKS,
+    )
+    submit >> sense
+"""
+)
+
+
+def test_reschedule_mode_sensor(simulator_connection: NyneSimulator, load_dag: Any, failures: Any) -> None:
+    simulator_connection.configure(slow_job_duration=6.0)
+    run = load_dag(RESCHEDULE, "nyne_reschedule").test()
+    assert failures() == {}
+    assert task_instances(run)["sense"] == ("success", 1)
+    completed_summary(xcom(run, "sense"), xcom(run, "submit"))
+    assert reschedules(run, "sense") >= 1
 
 
 TRANSIENT = (
