@@ -11,7 +11,8 @@ can be kept differs by version, and this module is the one place that knows:
   keyed by dag/run/task/map index (``nyne_request__<dag>__<task>__<digest>``) and deleted
   when the task succeeds. Degraded: the Variable is visible in the UI while a task is in
   flight, and one is left behind when a task fails for good (delete it, or let a later
-  successful run of the same task instance remove it).
+  successful run of the same task instance remove it). Airflow 3.1's SDK logs "Variable not
+  found" at error level when a first try looks and finds nothing; that line is harmless.
 
 If the store cannot be reached (a worker without access to Variables, a unit test without a
 task context), the record is simply not kept: the task still works, but a retry submits a
