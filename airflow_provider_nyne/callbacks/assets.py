@@ -25,9 +25,9 @@ from urllib.parse import quote
 
 import httpx
 
-from airflow_provider_nyne._compat import AirflowFailException, mask_secret
+from airflow_provider_nyne._compat import AirflowFailException
 from airflow_provider_nyne.callbacks import config
-from airflow_provider_nyne.callbacks.tokens import callback_path, make_token
+from airflow_provider_nyne.callbacks.tokens import TOKEN_HEADER, mailbox_path, make_token
 from airflow_provider_nyne.client.errors import NyneResponseError
 from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.client.request import InteractionRequest
@@ -199,12 +199,11 @@ def fetch_callback_status(
             "cannot read the callback from the receiver: set a callback secret and "
             "[nyne] callback_internal_url (or [core] execution_api_server_url)"
         )
-    token = make_token(secret, correlation_id)
-    mask_secret(token)
-    url = root.rstrip("/") + callback_path(correlation_id, token)
+    url = root.rstrip("/") + mailbox_path(correlation_id)
+    headers = {TOKEN_HEADER: make_token(secret, correlation_id)}
     try:
         with httpx.Client(timeout=timeout, trust_env=False) as client:
-            response = client.get(url, params={"request_id": request_id})
+            response = client.get(url, params={"request_id": request_id}, headers=headers)
     except httpx.HTTPError as exc:
         raise NyneResponseError(f"callback receiver at {root} unreachable: {type(exc).__name__}") from None
     if response.status_code == 204:

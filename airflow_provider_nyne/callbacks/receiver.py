@@ -11,8 +11,10 @@ Routes (below the mount point):
   callback is stored and dispatched in one database transaction and only then answered
   ``200``; a repeated delivery answers ``200`` without dispatching again; a failure answers
   ``503`` so that the API delivers again.
-* ``GET /v1/callback/{correlation_id}/{token}?request_id=...``: the mailbox. The stored
-  callback for that request (``200``), or ``204`` when none has arrived yet. Read by
+* ``GET /v1/callback/{correlation_id}/{token}?request_id=...``, or
+  ``GET /v1/mailbox/{correlation_id}?request_id=...`` with the token in the
+  ``X-Nyne-Callback-Token`` header (no credential in URLs, hence in logs): the mailbox. The
+  stored callback for that request (``200``), or ``204`` when none has arrived yet. Read by
   :class:`~airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger` and by
   :func:`~airflow_provider_nyne.callbacks.assets.fetch_callback_payload`.
 * ``GET /health``: ``200 {"status": "ok"}`` for load balancers (``?db=1`` also reads the table).
@@ -49,6 +51,8 @@ from airflow_provider_nyne.callbacks.events import (
 )
 from airflow_provider_nyne.callbacks.tokens import (
     CALLBACK_PATH,
+    MAILBOX_PATH,
+    TOKEN_HEADER,
     CallbackTarget,
     decode_correlation_id,
     verify_token,
@@ -528,9 +532,7 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
             status_code=200,
         )
 
-    @app.get(CALLBACK_PATH + "/{correlation_id}/{token}")
-    async def mailbox(correlation_id: str, token: str, request: Request) -> Response:
-        _hide_token(request, token)
+    async def _mailbox(correlation_id: str, token: str, request: Request) -> Response:
         target = await run_in_threadpool(svc.authenticate, correlation_id, token)
         if target is None:
             return _not_found()
@@ -554,5 +556,14 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
                 "data": dict(record.payload),
             }
         )
+
+    @app.get(CALLBACK_PATH + "/{correlation_id}/{token}")
+    async def mailbox(correlation_id: str, token: str, request: Request) -> Response:
+        _hide_token(request, token)
+        return await _mailbox(correlation_id, token, request)
+
+    @app.get(MAILBOX_PATH + "/{correlation_id}")
+    async def mailbox_by_header(correlation_id: str, request: Request) -> Response:
+        return await _mailbox(correlation_id, request.headers.get(TOKEN_HEADER, ""), request)
 
     return app

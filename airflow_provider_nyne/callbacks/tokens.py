@@ -27,12 +27,15 @@ from typing import Any
 
 __all__ = [
     "CALLBACK_PATH",
+    "MAILBOX_PATH",
+    "TOKEN_HEADER",
     "URL_PREFIX",
     "CallbackTarget",
     "callback_path",
     "callback_url",
     "decode_correlation_id",
     "encode_correlation_id",
+    "mailbox_path",
     "make_token",
     "verify_token",
 ]
@@ -41,6 +44,10 @@ __all__ = [
 URL_PREFIX = "/nyne"
 #: The callback route below :data:`URL_PREFIX`.
 CALLBACK_PATH = "/v1/callback"
+#: The mailbox route below :data:`URL_PREFIX`: the token travels in :data:`TOKEN_HEADER`, not the URL,
+#: so that triggerers and workers reading it log no credential.
+MAILBOX_PATH = "/v1/mailbox"
+TOKEN_HEADER = "X-Nyne-Callback-Token"
 _TOKEN_CONTEXT = b"nyne-callback/v1:"
 #: Correlation ids longer than this are refused before any decoding (a URL stays well under 4 KiB).
 MAX_CORRELATION_ID_LENGTH = 3000
@@ -185,6 +192,15 @@ def callback_path(correlation_id: str, token: str) -> str:
     :param token: its token
     """
     return f"{URL_PREFIX}{CALLBACK_PATH}/{correlation_id}/{token}"
+
+
+def mailbox_path(correlation_id: str) -> str:
+    """
+    The path of a correlation id's mailbox below the api-server root (token in :data:`TOKEN_HEADER`).
+
+    :param correlation_id: the correlation id
+    """
+    return f"{URL_PREFIX}{MAILBOX_PATH}/{correlation_id}"
 
 
 def callback_url(base_url: str, correlation_id: str, secret: str) -> str:

@@ -35,11 +35,10 @@ from typing import Any
 import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_nyne._compat import mask_secret
 from airflow_provider_nyne.callbacks import config
 from airflow_provider_nyne.callbacks.config import DEFAULT_MAILBOX_INTERVAL
 from airflow_provider_nyne.callbacks.events import event_from_status, event_from_status_data
-from airflow_provider_nyne.callbacks.tokens import callback_path, make_token
+from airflow_provider_nyne.callbacks.tokens import TOKEN_HEADER, mailbox_path, make_token
 from airflow_provider_nyne.client.errors import NyneError, NyneValidationError
 from airflow_provider_nyne.client.polling import WaitOutcome
 from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
@@ -136,14 +135,14 @@ class NyneCallbackTrigger(BaseTrigger):
                 "waiting for the receiver to resume the task or for the deadline"
             )
             return None
-        token = make_token(secret, self.correlation_id)
-        mask_secret(token)
-        url = root.rstrip("/") + callback_path(self.correlation_id, token)
+        # The token goes in a header: URLs end up in logs (httpx logs every request).
+        url = root.rstrip("/") + mailbox_path(self.correlation_id)
+        headers = {TOKEN_HEADER: make_token(secret, self.correlation_id)}
         try:
             async with httpx.AsyncClient(
                 timeout=_MAILBOX_TIMEOUT, trust_env=False, verify=_ssl_context()
             ) as client:
-                response = await client.get(url, params={"request_id": self.request_id})
+                response = await client.get(url, params={"request_id": self.request_id}, headers=headers)
         except httpx.HTTPError as exc:
             self._warn_once(f"callback mailbox at {root} unreachable ({type(exc).__name__})")
             return None

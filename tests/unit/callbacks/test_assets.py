@@ -18,7 +18,7 @@ from airflow_provider_nyne.callbacks.assets import (
     request_id_from_asset_events,
     request_ids_from_asset_events,
 )
-from airflow_provider_nyne.callbacks.tokens import callback_path, make_token
+from airflow_provider_nyne.callbacks.tokens import TOKEN_HEADER, mailbox_path, make_token
 from airflow_provider_nyne.client.errors import NyneResponseError
 from airflow_provider_nyne.client.request import InteractionRequest
 
@@ -108,9 +108,9 @@ ROOT = "http://127.0.0.1:9"
 )
 @respx.mock
 def test_fetch_callback_status(answer: httpx.Response, outcome: str | None) -> None:
-    respx.get(ROOT + callback_path("cid", make_token("s", "cid")), params={"request_id": "r"}).mock(
-        return_value=answer
-    )
+    respx.get(
+        ROOT + mailbox_path("cid"), params={"request_id": "r"}, headers={TOKEN_HEADER: make_token("s", "cid")}
+    ).mock(return_value=answer)
     if outcome in (None, "completed"):
         status = fetch_callback_status("r", "cid", secret="s", base_url=ROOT)
         assert (status.status if status else None) == outcome

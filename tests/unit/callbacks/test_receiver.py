@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from airflow_provider_nyne.callbacks import store
 from airflow_provider_nyne.callbacks.receiver import NOT_FOUND_BODY, CallbackService, create_app
 from airflow_provider_nyne.callbacks.tokens import (
+    TOKEN_HEADER,
     CallbackTarget,
     callback_path,
     encode_correlation_id,
@@ -377,3 +378,17 @@ def test_token_is_removed_from_the_path_that_access_logs_read(service: CallbackS
     assert len(seen) == 3
     assert all(path.endswith("/***") for path in seen)
     assert not any(token in path for path in seen)
+
+
+def test_mailbox_with_the_token_in_a_header(client: TestClient) -> None:
+    cid = encode_correlation_id(WAIT_TARGET)
+    url = f"/v1/mailbox/{cid}"
+    good = {TOKEN_HEADER: make_token(SECRET, cid)}
+    assert client.get(url, params={"request_id": "req-1"}, headers=good).status_code == 204
+    client.post(_path(WAIT_TARGET), json=_data())
+    answer = client.get(url, params={"request_id": "req-1"}, headers=good)
+    assert answer.status_code == 200
+    assert answer.json()["data"]["request_id"] == "req-1"
+    for headers in ({}, {TOKEN_HEADER: make_token("wrong", cid)}):
+        refused = client.get(url, params={"request_id": "req-1"}, headers=headers)
+        assert (refused.status_code, refused.json()) == (404, NOT_FOUND_BODY)

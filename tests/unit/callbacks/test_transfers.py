@@ -13,7 +13,7 @@ import respx
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from airflow_provider_nyne._compat import AirflowFailException
-from airflow_provider_nyne.callbacks.tokens import callback_path, make_token
+from airflow_provider_nyne.callbacks.tokens import TOKEN_HEADER, mailbox_path, make_token
 from airflow_provider_nyne.callbacks.transfers import NyneCallbackResultToObjectStorageOperator
 from airflow_provider_nyne.client.models import JobStatus
 
@@ -63,9 +63,11 @@ def _op(tmp_path: Path, hook: NoApiHook, **kwargs: Any) -> NyneCallbackResultToO
 
 
 def _mailbox(cid: str, response: httpx.Response) -> respx.Route:
-    return respx.get(ROOT + callback_path(cid, make_token(SECRET, cid)), params={"request_id": "req-1"}).mock(
-        return_value=response
-    )
+    return respx.get(
+        ROOT + mailbox_path(cid),
+        params={"request_id": "req-1"},
+        headers={TOKEN_HEADER: make_token(SECRET, cid)},
+    ).mock(return_value=response)
 
 
 @respx.mock

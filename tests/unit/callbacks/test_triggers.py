@@ -10,9 +10,10 @@ import pytest
 import respx
 
 from airflow_provider_nyne.callbacks.tokens import (
+    TOKEN_HEADER,
     CallbackTarget,
-    callback_path,
     encode_correlation_id,
+    mailbox_path,
     make_token,
 )
 from airflow_provider_nyne.callbacks.triggers import NyneCallbackTrigger
@@ -23,7 +24,9 @@ from airflow_provider_nyne.hooks.nyne import NyneHook
 SECRET = "trigger-secret"
 ROOT = "http://127.0.0.1:9"
 CID = encode_correlation_id(CallbackTarget("d", "submit", "r", wait=True))
-MAILBOX = ROOT + callback_path(CID, make_token(SECRET, CID))
+MAILBOX = ROOT + mailbox_path(CID)
+#: The token travels in a header only: respx routes match on it.
+TOKEN = {TOKEN_HEADER: make_token(SECRET, CID)}
 COMPLETED = {
     "request_id": "req-1",
     "status": "completed",
@@ -87,7 +90,7 @@ def test_serialize_round_trips_and_holds_no_secret() -> None:
 async def test_callback_already_in_the_mailbox_fires_at_once_without_asking_the_api(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    route = respx.get(MAILBOX, params={"request_id": "req-1"}).mock(
+    route = respx.get(MAILBOX, params={"request_id": "req-1"}, headers=TOKEN).mock(
         return_value=httpx.Response(
             200, json={"request_id": "req-1", "status": "completed", "data": COMPLETED}
         )
@@ -106,7 +109,9 @@ async def test_callback_already_in_the_mailbox_fires_at_once_without_asking_the_
 
 @respx.mock
 async def test_no_callback_by_the_deadline_asks_the_api_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    mailbox = respx.get(MAILBOX, params={"request_id": "req-1"}).mock(return_value=httpx.Response(204))
+    mailbox = respx.get(MAILBOX, params={"request_id": "req-1"}, headers=TOKEN).mock(
+        return_value=httpx.Response(204)
+    )
     calls: list[str] = []
 
     async def status(self: NyneHook, request_id: str) -> JobStatus:
@@ -144,7 +149,7 @@ async def test_no_callback_by_the_deadline_asks_the_api_exactly_once(monkeypatch
 async def test_reconciliation_outcomes(
     monkeypatch: pytest.MonkeyPatch, answer: Any, expected: tuple[str, int | None]
 ) -> None:
-    respx.get(MAILBOX).mock(return_value=httpx.Response(204))
+    respx.get(MAILBOX, headers=TOKEN).mock(return_value=httpx.Response(204))
 
     async def status(self: NyneHook, request_id: str) -> JobStatus:
         if isinstance(answer, Exception):
@@ -172,9 +177,9 @@ async def test_mailbox_trouble_is_logged_and_the_deadline_still_settles(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mailbox_answer: Any
 ) -> None:
     if isinstance(mailbox_answer, Exception):
-        respx.get(MAILBOX).mock(side_effect=mailbox_answer)
+        respx.get(MAILBOX, headers=TOKEN).mock(side_effect=mailbox_answer)
     else:
-        respx.get(MAILBOX).mock(return_value=mailbox_answer)
+        respx.get(MAILBOX, headers=TOKEN).mock(return_value=mailbox_answer)
 
     async def status(self: NyneHook, request_id: str) -> JobStatus:
         return JobStatus.from_api(COMPLETED)
@@ -191,7 +196,7 @@ async def test_mailbox_trouble_is_logged_and_the_deadline_still_settles(
 
 @respx.mock
 async def test_reconcile_disabled_times_out_without_asking(monkeypatch: pytest.MonkeyPatch) -> None:
-    respx.get(MAILBOX).mock(return_value=httpx.Response(204))
+    respx.get(MAILBOX, headers=TOKEN).mock(return_value=httpx.Response(204))
 
     async def no_api(self: NyneHook, request_id: str) -> JobStatus:
         raise AssertionError("the API must not be asked")
@@ -208,7 +213,9 @@ async def test_config_secret_is_used_when_the_connection_has_none(monkeypatch: p
     )
     monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_SECRET", SECRET)
     with respx.mock:
-        route = respx.get(MAILBOX).mock(return_value=httpx.Response(200, json={"data": COMPLETED}))
+        route = respx.get(MAILBOX, headers=TOKEN).mock(
+            return_value=httpx.Response(200, json={"data": COMPLETED})
+        )
         event = await _first_event(_trigger())
     assert route.called
     assert event["status"] == "success"
