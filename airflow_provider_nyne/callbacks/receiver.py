@@ -326,7 +326,8 @@ class CallbackService:
             )
             dispatch = self._dispatch(session, target, correlation_id, status, now.isoformat() + "Z")
             store.set_dispatch(session, rid, dispatch)
-            self._maybe_purge(session)
+        # Housekeeping in its own transaction: it must never cost a callback its acknowledgement.
+        self._maybe_purge()
         return AcceptOutcome(rid, False, dispatch)
 
     def _dispatch(
@@ -376,12 +377,17 @@ class CallbackService:
         except Exception:
             log.exception("Nyne callback for %s: re-check of the waiting task failed", status.request_id)
 
-    def _maybe_purge(self, session: Session) -> None:
+    def _maybe_purge(self) -> None:
         now = time.monotonic()
         if now - self._last_purge < _PURGE_EVERY_SECONDS:
             return
         self._last_purge = now
-        removed = store.purge_older_than(session, self.retention)
+        try:
+            with self.backend.session() as session:
+                removed = store.purge_older_than(session, self.retention)
+        except Exception:
+            log.exception("Could not purge old Nyne callbacks; will try again later")
+            return
         if removed:
             log.info("Purged %d Nyne callbacks older than %s", removed, self.retention)
 
