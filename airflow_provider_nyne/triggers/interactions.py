@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,40 @@ from airflow_provider_nyne.client.polling import (
     wait_for_job,
 )
 from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
+
+#: How long one connection lookup serves every trigger of the same event loop. A triggerer
+#: (re)starting a thousand waits reads each connection once instead of a thousand times (the
+#: lookups were a third of the fleet's CPU and stalled the loop); an edited connection is
+#: picked up by triggers starting this many seconds later.
+CONNECTION_REUSE_SECONDS = 10.0
+_CLIENTS: dict[asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[Any]]]] = {}
+
+
+async def _shared_client(nyne_conn_id: str) -> Any:
+    """The loop's pooled client for the connection; triggers starting together share one lookup."""
+    loop = asyncio.get_running_loop()
+    for other in [other for other in _CLIENTS if other.is_closed()]:
+        del _CLIENTS[other]
+    per_loop = _CLIENTS.setdefault(loop, {})
+    now = loop.time()
+    entry = per_loop.get(nyne_conn_id)
+    if entry is not None:
+        expires, lookup = entry
+        stale = expires <= now or (
+            lookup.done()
+            and (
+                lookup.cancelled()
+                or lookup.exception() is not None
+                or getattr(lookup.result(), "is_closed", False)
+            )
+        )
+        if stale:
+            entry = None
+    if entry is None:
+        lookup = loop.create_task(NyneHook(nyne_conn_id, retry=NO_RETRY).aget_conn())
+        entry = per_loop[nyne_conn_id] = (now + CONNECTION_REUSE_SECONDS, lookup)
+    # Shielded: one trigger being cancelled must not cancel the lookup the others wait for.
+    return await asyncio.shield(entry[1])
 
 
 class NyneInteractionsTrigger(BaseTrigger):
@@ -98,7 +133,7 @@ class NyneInteractionsTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait, then fire one event with the outcome."""
         try:
-            client = await NyneHook(self.nyne_conn_id, retry=NO_RETRY).aget_conn()
+            client = await _shared_client(self.nyne_conn_id)
             outcome = await wait_for_job(
                 client,
                 self.request_id,
