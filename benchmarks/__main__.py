@@ -1,0 +1,169 @@
+"""Run every benchmark side by side, print the tables and write ``benchmarks/RESULTS.md``.
+
+Usage::
+
+    python -m benchmarks                 # everything, default sizes (what `make bench` runs)
+    python -m benchmarks --only fleet    # one section: fleet, transport, worker_time, parse, schedule
+    python -m benchmarks --size small    # tiny sizes: checks the code paths in seconds, numbers meaningless
+    python -m benchmarks --output -      # print only, write no file
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks._common import BENCH_DIR, SimulatorProcess, Table, compile_sources, machine_info, scratch_dir
+
+SECTIONS = ("fleet", "transport", "worker_time", "parse", "schedule")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """
+    How big each benchmark runs.
+
+    :param fleet: waiting triggers in the fleet table
+    :param fleet_jobs: shortest and longest job of the fleet, seconds
+    :param fleet_interval: the generic trigger's fixed poll interval, seconds
+    :param transport: waiters in the transport table
+    :param transport_jobs: shortest and longest job of the transport table, seconds
+    :param worker: lookups per sensor in the worker-time table
+    :param worker_jobs: shortest and longest job of the worker-time table, seconds
+    :param parse_reps: parses of each file in forked children
+    :param fresh_reps: parses of one file in fresh interpreters
+    """
+
+    fleet: int
+    fleet_jobs: tuple[float, float]
+    fleet_interval: float
+    transport: int
+    transport_jobs: tuple[float, float]
+    worker: int
+    worker_jobs: tuple[float, float]
+    parse_reps: int
+    fresh_reps: int
+
+
+SIZES = {
+    "full": Sizes(
+        fleet=1000,
+        fleet_jobs=(1.0, 30.0),
+        fleet_interval=2.0,
+        transport=1000,
+        transport_jobs=(2.0, 8.0),
+        worker=20,
+        worker_jobs=(8.0, 12.0),
+        parse_reps=15,
+        fresh_reps=3,
+    ),
+    "small": Sizes(
+        fleet=5,
+        fleet_jobs=(0.5, 1.0),
+        fleet_interval=0.5,
+        transport=5,
+        transport_jobs=(0.5, 1.0),
+        worker=2,
+        worker_jobs=(0.5, 1.0),
+        parse_reps=2,
+        fresh_reps=1,
+    ),
+}
+
+
+def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = print) -> list[Table]:
+    """Run the named sections in order and return their tables."""
+    from benchmarks.fleet import fleet_table, transport_table
+    from benchmarks.parse import parse_table
+    from benchmarks.poll_schedule import poll_schedule_table
+    from benchmarks.worker_time import worker_time_table
+
+    compile_sources()
+    tables: list[Table] = []
+    with scratch_dir("run-") as workdir:
+        needs_sim = {"fleet", "transport", "worker_time"} & set(sections)
+        sim = SimulatorProcess(workdir).start() if needs_sim else None
+        try:
+            for section in sections:
+                started = time.monotonic()
+                log(f"-- {section} ...")
+                if section == "fleet":
+                    assert sim is not None
+                    low, high = sizes.fleet_jobs
+                    table = fleet_table(sim, workdir, sizes.fleet, low, high, sizes.fleet_interval)[0]
+                elif section == "transport":
+                    assert sim is not None
+                    low, high = sizes.transport_jobs
+                    table = transport_table(sim, workdir, sizes.transport, low, high, sizes.fleet_interval)[0]
+                elif section == "worker_time":
+                    assert sim is not None
+                    low, high = sizes.worker_jobs
+                    table = worker_time_table(sim, workdir, sizes.worker, low, high)
+                elif section == "parse":
+                    table = parse_table(workdir / "parse", sizes.parse_reps, sizes.fresh_reps)
+                elif section == "schedule":
+                    table = poll_schedule_table()
+                else:
+                    raise ValueError(f"unknown section {section!r}")
+                log(f"   {section} took {time.monotonic() - started:.0f} s")
+                log(table.markdown())
+                tables.append(table)
+        finally:
+            if sim is not None:
+                sim.stop()
+    return tables
+
+
+def results_markdown(tables: Sequence[Table], info: dict[str, str], elapsed: float, command: str) -> str:
+    """The whole RESULTS.md: how it was measured, on what, then every table."""
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `{command}` in {elapsed:.0f} s on {info['date']}. Each comparison ran side by "
+        "side in the same run, against the same local simulator (in its own process). The machine is "
+        "shared with other work, so absolute numbers are noisy; the ratios between rows measured "
+        "together are what to read.",
+        "",
+        "| machine | |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {key} | {value} |" for key, value in info.items()]
+    lines.append("")
+    lines += [table.markdown() for table in tables]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable)"
+    )
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument(
+        "--output", default=str(BENCH_DIR / "RESULTS.md"), help="where to write the results ('-': nowhere)"
+    )
+    args = parser.parse_args(argv)
+    sections = [s for s in SECTIONS if s in args.only] if args.only else list(SECTIONS)
+    info = machine_info()
+    print("\n".join(f"{key}: {value}" for key, value in info.items()), flush=True)
+    started = time.monotonic()
+    tables = run(sections, SIZES[args.size], log=lambda text: print(text, flush=True))
+    elapsed = time.monotonic() - started
+    command = (
+        "make bench"
+        if not args.only and args.size == "full"
+        else "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
+    )
+    if args.output != "-":
+        Path(args.output).write_text(results_markdown(tables, info, elapsed, command))
+        print(f"wrote {args.output} ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
