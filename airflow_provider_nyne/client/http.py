@@ -618,6 +618,7 @@ class NyneClient(_ClientCore):
                 max_connections=self.max_connections, max_keepalive_connections=self.max_connections
             ),
             timeout=self.timeout,
+            verify=False if self.base_url.startswith("http://") else _default_ssl_context(),
         )
 
     def _run(self, call: _Call) -> dict[str, Any]:
