@@ -58,6 +58,43 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 
+def _option(description: str, example: str | None = None, *, sensitive: bool = False) -> dict[str, Any]:
+    # Defaults stay None: the code applies them, so an unset option and a default one read the same.
+    option: dict[str, Any] = {
+        "description": description,
+        "version_added": "1.0.0",
+        "type": "string",
+        "example": example,
+        "default": None,
+    }
+    if sensitive:
+        option["sensitive"] = True
+    return option
+
+
+#: Options of the ``[nyne]`` configuration section (callback mode).
+CONFIG_OPTIONS: dict[str, dict[str, Any]] = {
+    "callback_base_url": _option(
+        "Public root URL of the Airflow api-server as Nyne reaches it; required for wait_mode='callback'.",
+        "https://airflow.example.com",
+    ),
+    "callback_secret": _option(
+        "Secret that signs callback URLs when the nyne connection has no callback_secret extra.",
+        sensitive=True,
+    ),
+    "callback_internal_url": _option(
+        "api-server root as triggerers and workers reach it (default: the root of "
+        "[core] execution_api_server_url).",
+        "http://airflow-api-server:8080",
+    ),
+    "callback_max_body_bytes": _option("Largest callback body accepted (default 10485760).", "10485760"),
+    "callback_retention_days": _option("Days a received callback is kept (default 7).", "7"),
+    "callback_resume_deferred": _option(
+        "Whether the receiver resumes a waiting task itself (default True).", "True"
+    ),
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe this provider to Airflow: package, version, connection type and its form, classes."""
     return {
@@ -95,7 +132,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Nyne",
-                "python-modules": ["airflow_provider_nyne.triggers.interactions"],
+                "python-modules": [
+                    "airflow_provider_nyne.triggers.interactions",
+                    "airflow_provider_nyne.callbacks.triggers",
+                ],
             }
         ],
         "transfers": [
@@ -105,6 +145,9 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": "airflow_provider_nyne.transfers.interactions_to_storage",
             }
         ],
+        "config": {
+            "nyne": {"description": "Receiving Nyne callbacks in the api-server.", "options": CONFIG_OPTIONS}
+        },
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,
