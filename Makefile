@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := test,s3,parquet,dev
 
-.PHONY: help venv demo test lint typecheck unit integration e2e matrix bench dist clean
+.PHONY: help venv demo test suite lint typecheck unit integration e2e matrix matrix-envs bench dist clean
 
 help:
 	@echo "make demo   - run the followers example DAG end to end (local simulator, or the real API with NYNE_API_KEY/NYNE_API_SECRET)"
@@ -38,9 +38,14 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/pytest -q -m e2e tests
 
+# The suite against the source tree while the version-matrix venvs are built (pip mostly waits
+# on the network and the disk), then the suite against the built wheel on each matrix venv.
 test: lint typecheck $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(MAKE) --no-print-directory -j2 --output-sync=target suite matrix-envs
 	$(MAKE) --no-print-directory matrix
+
+suite: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
@@ -57,6 +62,9 @@ dist: $(STAMP)
 # Airflow range (.matrix/), runs the unit and integration tests. MATRIX_ARGS: e.g. "--airflow 3.2.1".
 matrix: dist
 	$(BIN)/python scripts/matrix.py $(MATRIX_ARGS)
+
+matrix-envs: dist
+	$(BIN)/python scripts/matrix.py --setup-only
 
 clean:
 	rm -rf $(VENV) .matrix dist build .demo .bench *.egg-info

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -49,6 +50,20 @@ REQUIRED_IN_WHEEL = [
 ]
 
 
+#: Folders of a working copy that never belong in a distribution.
+LOCAL_STATE = (".venv", ".matrix", "dist", "build", ".demo", ".bench")
+_NOT_COPIED = (
+    *LOCAL_STATE,
+    ".git",
+    "*.egg-info",
+    "__pycache__",
+    "*.pyc",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+)
+
+
 def _from_source_tree() -> bool:
     """True when the tests run next to the package's source (not from an installed wheel)."""
     return SOURCE_PACKAGE.is_dir() and (REPO / "pyproject.toml").is_file()
@@ -62,9 +77,16 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if not _from_source_tree():
         pytest.skip("no NYNE_WHEEL/NYNE_SDIST and no source tree to build them from")
     pytest.importorskip("build", reason="building the distributions needs the `build` package (dev extra)")
+    # Build from a copy: `make dist` may be building in the source tree at the same time, and
+    # local state planted in the copy must stay out of the sdist.
+    tree = tmp_path_factory.mktemp("tree") / "src"
+    shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+    for junk in LOCAL_STATE:
+        (tree / junk).mkdir()
+        (tree / junk / "junk.py").write_text("")
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "build", "--quiet", "--outdir", str(out), str(REPO)],
+        [sys.executable, "-m", "build", "--quiet", "--outdir", str(out), str(tree)],
         check=True,
         capture_output=True,
         timeout=300,
@@ -176,7 +198,7 @@ def test_sdist_ships_the_example_dags(sdist_names: list[str]) -> None:
 
 
 def test_sdist_leaves_out_local_state(sdist_names: list[str]) -> None:
-    unwanted = (".venv/", ".matrix/", "dist/", ".git/", ".demo/", ".bench/")
+    unwanted = tuple(f"{folder}/" for folder in (*LOCAL_STATE, ".git"))
     assert not [n for n in sdist_names if n.startswith(unwanted) or "__pycache__" in n]
 
 
