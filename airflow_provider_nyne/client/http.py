@@ -678,6 +678,12 @@ def _default_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+async def aload_tls_context() -> None:
+    """Load the CA bundle in a worker thread, so that building a client later never stalls the event loop."""
+    if _default_ssl_context.cache_info().currsize == 0:
+        await asyncio.to_thread(_default_ssl_context)
+
+
 def _make_async_transport(
     kind: TransportKind, max_connections: int, *, tls: bool = True
 ) -> httpx.AsyncBaseTransport | None:
@@ -716,7 +722,18 @@ class AsyncNyneClient(_ClientCore):
         **kwargs: Any,
     ):
         super().__init__(api_key, api_secret, **kwargs)
+        self._transport_spec = transport
+        self._aiohttp_timeout: Any = None
+        self._url_texts: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._closed = False
+        self._inflight = 0
+        self._open()
+
+    def _open(self) -> None:
+        """Build the connection pool (again, after :meth:`aclose_idle`)."""
         tls = not self.base_url.startswith("http://")
+        transport = self._transport_spec
         if isinstance(transport, str):
             transport_obj = _make_async_transport(transport, self.max_connections, tls=tls)
         else:
@@ -736,10 +753,6 @@ class AsyncNyneClient(_ClientCore):
             and hasattr(transport_obj, "get_client")
             and getattr(transport_obj, "proxy", None) is None
         )
-        self._aiohttp_timeout: Any = None
-        self._url_texts: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
-        self._closed = False
 
     async def _send(self, call: _Call) -> httpx.Response | _Answer:
         loop = asyncio.get_running_loop()
@@ -749,22 +762,28 @@ class AsyncNyneClient(_ClientCore):
         # triggers polling at once then cost a third less memory than queueing in the pool.
         async with self._slots[1]:
             if self._http.is_closed:
-                raise RuntimeError("Cannot send a request, as the client has been closed.")
-            if self._aiohttp:
-                return await self._send_aiohttp(call)
-            request = self._build(call)
-            transport = self._transport
-            if transport is None:
-                return await self._http.send(request)
-            # With an explicit transport the client adds no proxy, auth, cookie or redirect
-            # handling to this API's requests: calling the transport skips only its overhead.
-            response = await transport.handle_async_request(request)
+                if self._closed or not isinstance(self._transport_spec, str):
+                    raise RuntimeError("Cannot send a request, as the client has been closed.")
+                self._open()  # idle-closed (aclose_idle): a new pool on demand
+            self._inflight += 1
             try:
-                await response.aread()
-            except BaseException:
-                await response.aclose()
-                raise
-            return response
+                if self._aiohttp:
+                    return await self._send_aiohttp(call)
+                request = self._build(call)
+                transport = self._transport
+                if transport is None:
+                    return await self._http.send(request)
+                # With an explicit transport the client adds no proxy, auth, cookie or redirect
+                # handling to this API's requests: calling the transport skips only its overhead.
+                response = await transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()
+                    raise
+                return response
+            finally:
+                self._inflight -= 1
 
     async def _send_aiohttp(self, call: _Call) -> _Answer:
         """Send through the transport's aiohttp session: ~40% less CPU per request than through httpx's models."""
@@ -838,9 +857,21 @@ class AsyncNyneClient(_ClientCore):
         return await self._run(self._usage_call())
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool; the client cannot be used afterwards."""
         self._closed = True
         await self._http.aclose()
+
+    async def aclose_idle(self) -> bool:
+        """
+        Close the connection pool if no request is in flight; the next request opens a new one.
+
+        Shared clients use this when their last user is done, so that an event loop that ends
+        (``dag.test()``) or goes quiet keeps no sockets open. Returns whether it closed.
+        """
+        if self._inflight or self._http.is_closed or not isinstance(self._transport_spec, str):
+            return False
+        await self._http.aclose()
+        return True
 
     @property
     def is_closed(self) -> bool:

@@ -28,7 +28,13 @@ from airflow_provider_nyne.client.errors import (
     NyneTransportError,
     NyneValidationError,
 )
-from airflow_provider_nyne.client.http import DEFAULT_BASE_URL, AsyncNyneClient, NyneClient, RetryPolicy
+from airflow_provider_nyne.client.http import (
+    DEFAULT_BASE_URL,
+    AsyncNyneClient,
+    NyneClient,
+    RetryPolicy,
+    aload_tls_context,
+)
 from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.client.request import InteractionRequest
 from airflow_provider_nyne.get_provider_info import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
@@ -270,6 +276,8 @@ class NyneHook(BaseHook):
     async def aget_conn(self) -> AsyncNyneClient:
         """Return the async client shared by this event loop for this connection."""
         s = await self.aget_settings()
+        if not s.base_url.startswith("http://"):
+            await aload_tls_context()
         return AsyncNyneClient.shared(s.api_key, s.api_secret, **self._client_kwargs(s))
 
     def build_request(self, **fields: Any) -> InteractionRequest:

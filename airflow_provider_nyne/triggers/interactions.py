@@ -28,6 +28,22 @@ from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
 #: picked up by triggers starting this many seconds later.
 CONNECTION_REUSE_SECONDS = 10.0
 _CLIENTS: dict[asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[Any]]]] = {}
+#: Triggers of each loop and connection that are waiting right now.
+_WAITING: dict[asyncio.AbstractEventLoop, dict[str, int]] = {}
+
+
+async def _release_client(nyne_conn_id: str, client: Any) -> None:
+    """The last waiting trigger of a connection closes its pool: a quiet or ending loop keeps no sockets."""
+    loop = asyncio.get_running_loop()
+    waiting = _WAITING.get(loop, {})
+    waiting[nyne_conn_id] = waiting.get(nyne_conn_id, 1) - 1
+    if waiting[nyne_conn_id] > 0:
+        return
+    del waiting[nyne_conn_id]
+    if not waiting:
+        _WAITING.pop(loop, None)
+    if client is not None and hasattr(client, "aclose_idle"):
+        await client.aclose_idle()
 
 
 async def _shared_client(nyne_conn_id: str) -> Any:
@@ -132,6 +148,10 @@ class NyneInteractionsTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait, then fire one event with the outcome."""
+        loop = asyncio.get_running_loop()
+        waiting = _WAITING.setdefault(loop, {})
+        waiting[self.nyne_conn_id] = waiting.get(self.nyne_conn_id, 0) + 1
+        client: Any = None
         try:
             client = await _shared_client(self.nyne_conn_id)
             outcome = await wait_for_job(
@@ -153,4 +173,6 @@ class NyneInteractionsTrigger(BaseTrigger):
                 request_id=self.request_id,
                 message=f"unexpected error while waiting: {type(err).__name__}: {err}",
             )
+        finally:
+            await _release_client(self.nyne_conn_id, client)
         yield TriggerEvent(outcome.to_event())
