@@ -24,7 +24,7 @@ from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
 
 #: How long one connection lookup serves every trigger of the same event loop. A triggerer
 #: (re)starting a thousand waits reads each connection once instead of a thousand times (the
-#: lookups were a third of the fleet's CPU and stalled the loop); an edited connection is
+#: lookups were a quarter of the fleet's CPU and stalled the loop); an edited connection is
 #: picked up by triggers starting this many seconds later.
 CONNECTION_REUSE_SECONDS = 10.0
 _CLIENTS: dict[asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[Any]]]] = {}
