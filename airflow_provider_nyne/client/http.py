@@ -678,6 +678,13 @@ def _default_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def _env_proxies() -> bool:
+    """Whether proxy environment variables are set (then httpx's own transport is used)."""
+    import urllib.request
+
+    return any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies_environment())
+
+
 async def aload_tls_context() -> None:
     """Load the CA bundle in a worker thread, so that building a client later never stalls the event loop."""
     if _default_ssl_context.cache_info().currsize == 0:
@@ -688,6 +695,9 @@ def _make_async_transport(
     kind: TransportKind, max_connections: int, *, tls: bool = True
 ) -> httpx.AsyncBaseTransport | None:
     if kind == "httpx":
+        return None
+    if kind == "auto" and _env_proxies():
+        # httpx honours HTTP(S)_PROXY/ALL_PROXY/NO_PROXY; the aiohttp transport would ignore them.
         return None
     try:
         from httpx_aiohttp import AiohttpTransport
@@ -707,7 +717,8 @@ class AsyncNyneClient(_ClientCore):
 
     :param transport: an ``httpx`` async transport, or ``"auto"`` (default: httpx's API over
         aiohttp's connection pool when ``httpx-aiohttp`` is installed, the cheapest per poll
-        measured; httpx's own pool otherwise), ``"httpx"`` or ``"aiohttp"``
+        measured; httpx's own pool when it is not installed or when proxy environment variables
+        such as ``HTTPS_PROXY`` are set, which only httpx's transport honours), ``"httpx"`` or ``"aiohttp"``
 
     Use :meth:`shared` in long-lived event loops (the triggerer) so that every waiting task
     with the same connection reuses one small pool instead of opening its own.
@@ -905,6 +916,9 @@ class AsyncNyneClient(_ClientCore):
         :param kwargs: any other :class:`AsyncNyneClient` parameter (part of the sharing key)
         """
         loop = asyncio.get_running_loop()
+        for other in [other for other in _SHARED if other.is_closed()]:
+            # A client holds its loop (semaphore, sessions), so a closed loop's entry would never go.
+            del _SHARED[other]
         key = (
             Credentials(api_key, api_secret).digest(),
             base_url.rstrip("/"),

@@ -69,3 +69,37 @@ def sim_submit(sim: NyneSimulator, username: str) -> str:
     )
     answer.raise_for_status()
     return str(answer.json()["data"]["request_id"])
+
+
+def test_auto_transport_honours_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a proxy (HTTPS_PROXY set) the auto transport is httpx's own, which honours it."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    direct = AsyncNyneClient("key-123", "secret-456", base_url="https://api.nyne.ai")
+    assert type(direct._transport).__name__ == "AiohttpTransport"
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    proxied = AsyncNyneClient("key-123", "secret-456", base_url="https://api.nyne.ai")
+    assert proxied._transport is None  # httpx.AsyncClient's default transport, with env proxies
+    assert proxied._http._mounts, "httpx mounted no proxy transport from HTTPS_PROXY"
+
+
+async def test_closed_loops_are_dropped_from_the_shared_registry(simulator: NyneSimulator) -> None:
+    import threading
+
+    from airflow_provider_nyne.client import http as http_module
+
+    def in_another_loop() -> None:
+        async def use() -> None:
+            await AsyncNyneClient.shared(
+                simulator.api_key, simulator.api_secret, base_url=simulator.url
+            ).get_usage()
+
+        asyncio.run(use())
+
+    thread = threading.Thread(target=in_another_loop)
+    thread.start()
+    thread.join()
+    assert any(loop.is_closed() for loop in http_module._SHARED)
+    AsyncNyneClient.shared(simulator.api_key, simulator.api_secret, base_url=simulator.url)
+    assert not any(loop.is_closed() for loop in http_module._SHARED)
