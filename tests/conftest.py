@@ -18,7 +18,9 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", os.path.join(_HOME, "dags"))
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{os.path.join(_HOME, 'airflow.db')}")
 os.environ.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
-os.environ.setdefault("AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP", r"(airflow|airflow_provider_nyne)\..*")
+os.environ.setdefault(
+    "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP", r"(airflow|airflow_provider_nyne)\..*"
+)
 # Never reach out of the machine from tests.
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 

@@ -73,7 +73,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
     :param reuse_request_id: attach to this existing request id instead of submitting (templated)
     :param wait_mode: ``"poll"`` (default) or ``"callback"``: Nyne POSTs the result to the
         receiver in the Airflow api-server (``[nyne] callback_base_url`` and a signing secret
-        must be set; see docs/callbacks.md). With ``wait_for_completion`` the task defers until
+        must be set; see the Callbacks section of the README). With ``wait_for_completion`` the task defers until
         the callback (no polling; one status request if none came by ``timeout``); without,
         the callback records an event on ``callback_asset`` (asset mode)
     :param callback_asset: the ``Asset`` (or URI) a callback records an event on; default in

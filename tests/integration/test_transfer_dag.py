@@ -193,10 +193,10 @@ def test_failed_lookup_fails_the_task(
 def test_documented_dag_submit_sensor_transfer_to_s3(
     simulator_connection: NyneSimulator, s3: S3Env, load_dag: Any
 ) -> None:
-    """The full example of docs/transfer.md, run as written against the simulator and loopback S3."""
-    docs = Path(__file__).resolve().parents[2] / "docs" / "transfer.md"
-    source = docs.read_text().split("```python")[-1].split("```")[0]
-    assert 'dag_id="nyne_followers_to_s3"' in source
+    """The README's full transfer example, run as written against the simulator and loopback S3."""
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    blocks = [block.split("```")[0] for block in readme.read_text().split("```python")[1:]]
+    (source,) = [block for block in blocks if 'dag_id="nyne_followers_to_s3"' in block]
     source = source.replace("s3://aws_default@my-lake", f"s3://{s3.conn_id}@{s3.bucket}")
     dag = load_dag(source, "nyne_followers_to_s3")
     assert [type(o).__name__ for o in dag.get_task("land").outlets] == ["AssetAlias"]
