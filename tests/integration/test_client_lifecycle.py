@@ -91,9 +91,9 @@ async def test_closed_loops_are_dropped_from_the_shared_registry(simulator: Nyne
 
     def in_another_loop() -> None:
         async def use() -> None:
-            await AsyncNyneClient.shared(
-                simulator.api_key, simulator.api_secret, base_url=simulator.url
-            ).get_usage()
+            client = AsyncNyneClient.shared(simulator.api_key, simulator.api_secret, base_url=simulator.url)
+            await client.get_usage()
+            await client.aclose()  # closed pool, but the entry (and its loop) would stay without pruning
 
         asyncio.run(use())
 
