@@ -57,6 +57,36 @@ def object_storage_conn_id(path: Any) -> str | None:
     return conn_id or None
 
 
+def fix_first_reschedule_date(context: Any) -> None:
+    """
+    Make ``ti.get_first_reschedule_date()`` return a datetime in reschedule-mode sensors.
+
+    The Task SDK of Airflow 3.1.3 and earlier hands the first reschedule date back as an ISO
+    string, and ``BaseSensorOperator.execute`` then fails on its second poke
+    (``datetime - str``); later SDKs return a datetime, which this leaves alone.
+    """
+    ti: Any = context.get("ti") if hasattr(context, "get") else None
+    original = getattr(ti, "get_first_reschedule_date", None)
+    if original is None or getattr(original, "_nyne_fixed", False):
+        return
+
+    def first_reschedule_date(ctx: Any) -> Any:
+        value = original(ctx)
+        if isinstance(value, str):
+            from datetime import datetime, timezone
+
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return value
+
+    first_reschedule_date._nyne_fixed = True  # type: ignore[attr-defined]
+    try:
+        # The task instance is a pydantic model: plain attribute assignment is validated away.
+        object.__setattr__(ti, "get_first_reschedule_date", first_reschedule_date)
+    except (AttributeError, TypeError):
+        pass
+
+
 def get_task_state_store(context: Any) -> Any | None:
     """The task's ``task_state_store`` (Airflow 3.3+), or ``None`` where Airflow has none."""
     try:
@@ -75,6 +105,7 @@ __all__ = [
     "AirflowSensorTimeout",
     "AirflowSkipException",
     "TaskDeferred",
+    "fix_first_reschedule_date",
     "get_config_option",
     "get_task_state_store",
     "mask_secret",

@@ -9,7 +9,12 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_nyne._compat import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from airflow_provider_nyne._compat import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    fix_first_reschedule_date,
+)
 from airflow_provider_nyne.client.errors import NyneError, NyneRateLimitError
 from airflow_provider_nyne.client.http import NO_RETRY
 from airflow_provider_nyne.client.polling import (
@@ -153,6 +158,8 @@ class NyneInteractionsSensor(BaseSensorOperator):
     def execute(self, context: Any) -> Any:
         """Deferrable: check once, then defer. Otherwise Airflow's poke/reschedule loop."""
         if not self.deferrable:
+            if self.reschedule:
+                fix_first_reschedule_date(context)
             return super().execute(context)
         try:
             done = self.poke(context)
