@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, NoReturn
 
 from airflow_provider_nyne._compat import AirflowFailException, mask_secret
@@ -35,7 +34,9 @@ from airflow_provider_nyne.callbacks.tokens import (
     make_token,
 )
 from airflow_provider_nyne.client.request import InteractionRequest
-from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
+from airflow_provider_nyne.hooks.nyne import NyneHook
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, WAIT_MODES, check_wait_mode
+from airflow_provider_nyne.utils.waiting import defer_until
 
 __all__ = [
     "CORRELATION_XCOM_KEY",
@@ -53,23 +54,10 @@ __all__ = [
     "submit_with_asset_callback",
 ]
 
-WAIT_MODES = ("poll", "callback")
 #: XCom key holding the correlation id of the callback URL (to read the stored result later).
 CORRELATION_XCOM_KEY = "callback_correlation_id"
 #: Airflow's own deferral timeout runs this much past the trigger's deadline (a safety net).
 DEFER_TIMEOUT_GRACE = 300.0
-
-
-def check_wait_mode(wait_mode: str) -> str:
-    """
-    Validate a ``wait_mode`` argument (at DAG-parse time).
-
-    :param wait_mode: ``poll`` or ``callback``
-    :raises ValueError: for anything else
-    """
-    if wait_mode not in WAIT_MODES:
-        raise ValueError(f"wait_mode must be one of {', '.join(WAIT_MODES)}; got {wait_mode!r}")
-    return wait_mode
 
 
 @dataclass(frozen=True)
@@ -228,20 +216,14 @@ def defer_on_callback(
         mailbox_interval=mailbox_interval,
         reconcile=reconcile,
     )
-    remaining = max(0.0, deadline - time.time())
-    log = getattr(task, "log", None)
-    if log is not None:
-        log.info(
-            "Deferring until the callback of Nyne request %s arrives (no polling; at most %.0fs)",
-            request_id,
-            remaining,
-        )
-    task.defer(
-        trigger=trigger,
+    defer_until(
+        task,
+        trigger,
+        deadline=deadline,
+        grace=DEFER_TIMEOUT_GRACE,
         method_name=method_name,
-        timeout=timedelta(seconds=remaining + DEFER_TIMEOUT_GRACE),
+        waiting_for=f"the callback of Nyne request {request_id} arrives, without polling",
     )
-    raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
 
 
 def _build_request(

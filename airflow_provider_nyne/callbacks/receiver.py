@@ -59,6 +59,7 @@ from airflow_provider_nyne.callbacks.tokens import (
 )
 from airflow_provider_nyne.client.errors import NyneResponseError
 from airflow_provider_nyne.client.models import JobState, JobStatus
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID
 
 __all__ = [
     "AcceptOutcome",
@@ -70,7 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONN_ID = "nyne_default"
 #: The body FastAPI gives an unknown route; every authentication failure answers exactly this.
 NOT_FOUND_BODY = {"detail": "Not Found"}
 _PURGE_EVERY_SECONDS = 60.0

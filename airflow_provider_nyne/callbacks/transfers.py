@@ -26,14 +26,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_nyne._compat import AirflowException, AirflowFailException
-from airflow_provider_nyne.callbacks import config
-from airflow_provider_nyne.callbacks.assets import callback_refs_from_asset_events, fetch_callback_status
 from airflow_provider_nyne.client.errors import NyneError
-from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.transfers.interactions_to_storage import NyneInteractionsToObjectStorageOperator
 
+# Like the other operator modules, imported on every DAG parse: the callback client and its
+# configuration load when a task runs.
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_nyne.client.models import JobStatus
 
 __all__ = ["NyneCallbackResultToObjectStorageOperator"]
 
@@ -78,6 +79,8 @@ class NyneCallbackResultToObjectStorageOperator(NyneInteractionsToObjectStorageO
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Take the request from the triggering Asset event when not given, then land it."""
+        from airflow_provider_nyne.callbacks.assets import callback_refs_from_asset_events
+
         if _blank(self.request_id) or _blank(self.correlation_id):
             refs = callback_refs_from_asset_events(context, self.asset)
             if _blank(self.request_id) and refs:
@@ -93,6 +96,9 @@ class NyneCallbackResultToObjectStorageOperator(NyneInteractionsToObjectStorageO
         return super().execute(context)
 
     def _fetch(self, request_id: str) -> JobStatus:
+        from airflow_provider_nyne.callbacks import config
+        from airflow_provider_nyne.callbacks.assets import fetch_callback_status
+
         status: JobStatus | None = None
         if not _blank(self.correlation_id):
             try:

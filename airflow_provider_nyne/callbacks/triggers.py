@@ -41,7 +41,8 @@ from airflow_provider_nyne.callbacks.events import event_from_status, event_from
 from airflow_provider_nyne.callbacks.tokens import TOKEN_HEADER, mailbox_path, make_token
 from airflow_provider_nyne.client.errors import NyneError, NyneValidationError
 from airflow_provider_nyne.client.polling import WaitOutcome
-from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
+from airflow_provider_nyne.hooks.nyne import NyneHook
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID
 
 __all__ = ["DEFAULT_MAILBOX_INTERVAL", "NyneCallbackTrigger"]
 

@@ -38,8 +38,7 @@ from airflow_provider_nyne.client.http import (
 from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.client.request import InteractionRequest
 from airflow_provider_nyne.get_provider_info import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
-
-DEFAULT_CONN_ID = "nyne_default"
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID
 
 
 @dataclass(frozen=True)

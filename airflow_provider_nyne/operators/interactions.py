@@ -5,30 +5,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_nyne.callbacks.defer import callback_request, check_wait_mode, continue_with_callback
 from airflow_provider_nyne.client.errors import NyneError, NyneNotFoundError
-from airflow_provider_nyne.client.models import JobState, JobStatus
-from airflow_provider_nyne.client.polling import (
+from airflow_provider_nyne.client.schedule import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_MAX_TRANSIENT_ERRORS,
     DEFAULT_POLL_INTERVAL,
     PollSchedule,
 )
-from airflow_provider_nyne.client.request import InteractionRequest
-from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
-from airflow_provider_nyne.utils.request_state import RequestStateStore, SubmittedRequest, request_state_store
-from airflow_provider_nyne.utils.waiting import (
+from airflow_provider_nyne.utils.arguments import (
+    DEFAULT_CONN_ID,
     DEFAULT_TIMEOUT,
-    check_event,
-    deadline_after,
-    fail_for,
-    wait_for_request,
+    check_wait_mode,
+    timeout_seconds,
 )
+
+# The DAG processor imports this module on every parse: what only a running task needs (the
+# hook and HTTP client, waiting, request state, callbacks) is imported where it is used.
+if TYPE_CHECKING:
+    from airflow_provider_nyne.client.models import JobStatus
+    from airflow_provider_nyne.client.request import InteractionRequest
+    from airflow_provider_nyne.hooks.nyne import NyneHook
+    from airflow_provider_nyne.utils.request_state import RequestStateStore
 
 #: XCom key of the submitted request id (pushed before any waiting).
 REQUEST_ID_XCOM_KEY = "request_id"
@@ -132,9 +134,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         self.nyne_conn_id = nyne_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        self.timeout = timeout_seconds(timeout)
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.backoff_factor = backoff_factor
@@ -152,6 +152,8 @@ class NyneSubmitInteractionsOperator(BaseOperator):
     @cached_property
     def hook(self) -> NyneHook:
         """The hook for ``nyne_conn_id`` (built on first use, never at DAG parse time)."""
+        from airflow_provider_nyne.hooks.nyne import NyneHook
+
         return NyneHook(self.nyne_conn_id)
 
     # Steps --------------------------------------------------------------------------------
@@ -162,6 +164,8 @@ class NyneSubmitInteractionsOperator(BaseOperator):
 
         :raises AirflowFailException: naming the field or the connection at fault
         """
+        from airflow_provider_nyne.utils.waiting import fail_for
+
         try:
             self.hook.settings  # noqa: B018 - the connection must exist and hold credentials
             return self.hook.build_request(
@@ -178,6 +182,8 @@ class NyneSubmitInteractionsOperator(BaseOperator):
             raise fail_for(err, nyne_conn_id=self.nyne_conn_id) from err
 
     def _status(self, request_id: str) -> JobStatus:
+        from airflow_provider_nyne.utils.waiting import fail_for
+
         try:
             return self.hook.get_interactions_status(request_id)
         except NyneError as err:
@@ -187,6 +193,9 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         self, store: RequestStateStore, request: InteractionRequest
     ) -> tuple[str, JobStatus] | None:
         """A previous try's request to reconnect to or reuse, or ``None`` to submit."""
+        from airflow_provider_nyne.client.models import JobState
+        from airflow_provider_nyne.utils.waiting import fail_for
+
         record = store.load()
         if record is None:
             return None
@@ -221,6 +230,8 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         return rid, status
 
     def _submit(self, request: InteractionRequest) -> str:
+        from airflow_provider_nyne.utils.waiting import fail_for
+
         self.log.info("Submitting Nyne %s lookup for %s", request.interaction_type, request.target)
         try:
             return self.hook.submit_interactions(request)
@@ -232,6 +243,14 @@ class NyneSubmitInteractionsOperator(BaseOperator):
 
     def execute(self, context: Any) -> Any:
         """Validate, reconnect or submit, keep the request id, then optionally wait."""
+        from airflow_provider_nyne.callbacks.defer import callback_request, continue_with_callback
+        from airflow_provider_nyne.utils.request_state import (
+            RequestStateStore,
+            SubmittedRequest,
+            request_state_store,
+        )
+        from airflow_provider_nyne.utils.waiting import deadline_after, wait_for_request
+
         request, callback = callback_request(self, context, self.build_request())
         store: RequestStateStore
         status: JobStatus | None = None
@@ -275,6 +294,9 @@ class NyneSubmitInteractionsOperator(BaseOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: the summary on success, a task failure naming the cause otherwise."""
+        from airflow_provider_nyne.utils.request_state import request_state_store
+        from airflow_provider_nyne.utils.waiting import check_event
+
         summary = check_event(event, task=self, nyne_conn_id=self.nyne_conn_id)
         if not self.reuse_request_id:
             request_state_store(context).release()

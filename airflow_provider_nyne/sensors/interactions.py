@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
@@ -16,24 +16,19 @@ from airflow_provider_nyne._compat import (
     fix_first_reschedule_date,
 )
 from airflow_provider_nyne.client.errors import NyneError, NyneRateLimitError
-from airflow_provider_nyne.client.http import NO_RETRY
-from airflow_provider_nyne.client.polling import (
+from airflow_provider_nyne.client.schedule import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_MAX_TRANSIENT_ERRORS,
     DEFAULT_POLL_INTERVAL,
-    TRANSIENT_ERRORS,
     PollSchedule,
 )
-from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
-from airflow_provider_nyne.utils.waiting import (
-    DEFAULT_TIMEOUT,
-    check_event,
-    deadline_after,
-    defer_to_trigger,
-    fail_for,
-    outcome_from_status,
-)
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT
+
+# The DAG processor imports this module on every parse: the hook, its HTTP client and the
+# waiting helpers are imported where a running task uses them.
+if TYPE_CHECKING:
+    from airflow_provider_nyne.hooks.nyne import NyneHook
 
 
 class NyneInteractionsSensor(BaseSensorOperator):
@@ -99,6 +94,9 @@ class NyneInteractionsSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> NyneHook:
         """The hook for ``nyne_conn_id``; its client does not retry, each poke is one request."""
+        from airflow_provider_nyne.client.http import NO_RETRY
+        from airflow_provider_nyne.hooks.nyne import NyneHook
+
         return NyneHook(self.nyne_conn_id, retry=NO_RETRY)
 
     def _rid(self) -> str:
@@ -113,6 +111,9 @@ class NyneInteractionsSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """Poll once: ``False`` while running, the summary when completed, raise when it failed."""
+        from airflow_provider_nyne.client.polling import TRANSIENT_ERRORS
+        from airflow_provider_nyne.utils.waiting import check_event, fail_for, outcome_from_status
+
         rid = self._rid()
         try:
             status = self.hook.get_interactions_status(rid)
@@ -157,6 +158,8 @@ class NyneInteractionsSensor(BaseSensorOperator):
 
     def execute(self, context: Any) -> Any:
         """Deferrable: check once, then defer. Otherwise Airflow's poke/reschedule loop."""
+        from airflow_provider_nyne.utils.waiting import deadline_after, defer_to_trigger
+
         if not self.deferrable:
             if self.reschedule:
                 fix_first_reschedule_date(context)
@@ -182,6 +185,8 @@ class NyneInteractionsSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: the summary, or a failure (skip with ``soft_fail``) naming the cause."""
+        from airflow_provider_nyne.utils.waiting import check_event
+
         return check_event(
             event,
             task=self,

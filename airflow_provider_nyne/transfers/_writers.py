@@ -29,14 +29,12 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from airflow_provider_nyne.client.models import PROFILE_FIELDS, InteractionsResult
+from airflow_provider_nyne.utils.arguments import check_format
 
 #: Columns describing where a record comes from; identical on every record of one file.
 META_COLUMNS = ("request_id", "platform", "interaction_type", "target_username", "fetched_at")
 #: Every record's columns, in file order: provenance, the profile fields, the original item.
 RECORD_COLUMNS = (*META_COLUMNS, *PROFILE_FIELDS, "raw")
-
-#: Supported output formats and their usual file extension.
-FORMATS: dict[str, str] = {"jsonl": ".jsonl", "json": ".json", "csv": ".csv", "parquet": ".parquet"}
 
 #: Keys of the parquet file's key-value metadata.
 PARQUET_META_PREFIX = "nyne."
@@ -270,15 +268,6 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-def parquet_available() -> bool:
-    """Whether pyarrow is installed, so that ``format='parquet'`` can work."""
-    try:
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _write_parquet(
     meta: OutputMeta,
     records: Iterable[Mapping[str, Any]],
@@ -320,21 +309,6 @@ _WRITERS: dict[str, Callable[..., int]] = {
     "csv": _write_csv,
     "parquet": _write_parquet,
 }
-
-
-def check_format(fmt: str) -> str:
-    """
-    Normalise and validate a format name.
-
-    :param fmt: ``jsonl``, ``json``, ``csv`` or ``parquet`` (case-insensitive)
-    :raises ValueError: for another name, or ``parquet`` without pyarrow installed
-    """
-    name = str(fmt).strip().lower()
-    if name not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    if name == "parquet" and not parquet_available():
-        raise ValueError("format='parquet' needs pyarrow: pip install 'airflow-provider-nyne[parquet]'")
-    return name
 
 
 def write_output(

@@ -24,35 +24,22 @@ from airflow_provider_nyne._compat import (
     object_storage_conn_id,
 )
 from airflow_provider_nyne.client.errors import NyneError
-from airflow_provider_nyne.client.models import JobState, JobStatus
-from airflow_provider_nyne.client.polling import (
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_INTERVAL,
-    PollSchedule,
-)
-from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
-from airflow_provider_nyne.transfers._writers import (
-    DestinationExistsError,
-    OutputMarker,
-    OutputMeta,
-    UnreadableOutputError,
-    atomic_writer,
-    check_format,
-    iter_records,
-    read_output_marker,
-    write_output,
-)
-from airflow_provider_nyne.utils.waiting import (
+from airflow_provider_nyne.client.schedule import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
+from airflow_provider_nyne.utils.arguments import (
+    DEFAULT_CONN_ID,
     DEFAULT_TIMEOUT,
-    check_event,
-    deadline_after,
-    defer_to_trigger,
-    fail_for,
-    wait_sync,
+    check_format,
+    timeout_seconds,
 )
 
+# The DAG processor imports this module on every parse: the hook and its HTTP client, the
+# writers and the waiting helpers are imported where a running task uses them.
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_nyne.client.models import JobStatus
+    from airflow_provider_nyne.hooks.nyne import NyneHook
+    from airflow_provider_nyne.transfers._writers import OutputMarker
 
 _LOCAL_SCHEMES = ("", "file", "local")
 
@@ -162,13 +149,8 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
         self.skip_if_empty = skip_if_empty
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        if seconds <= 0:
-            raise ValueError(f"timeout must be positive; got {timeout!r}")
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive; got {poll_interval!r}")
-        self.timeout = seconds
-        self.poll_interval = float(poll_interval)
+        self.timeout = timeout_seconds(timeout)
+        self.poll_interval = timeout_seconds(poll_interval, name="poll_interval")
         # A static destination is known at parse time, so downstream DAGs can be scheduled on
         # it directly; a templated one is only known at run time and goes through an alias.
         self.static_asset: Asset | None = None
@@ -192,12 +174,16 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
     @cached_property
     def hook(self) -> NyneHook:
         """The Nyne hook, built on first use."""
+        from airflow_provider_nyne.hooks.nyne import NyneHook
+
         return NyneHook(self.nyne_conn_id)
 
     # Run --------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Write the result, wait for it first, or fail; see the class docstring."""
+        from airflow_provider_nyne.client.models import JobState
+
         request_id = self._request_id()
         destination = self.destination()
         # A retry finding its own complete output is done without asking the API (the request
@@ -225,6 +211,9 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
         return self._resume(context, self._request_id(), event)
 
     def _wait(self, context: Context, request_id: str) -> dict[str, Any]:
+        from airflow_provider_nyne.client.schedule import PollSchedule
+        from airflow_provider_nyne.utils.waiting import deadline_after, defer_to_trigger, wait_sync
+
         deadline = deadline_after(self.timeout)
         max_poll_interval = max(DEFAULT_MAX_POLL_INTERVAL, self.poll_interval)
         if self.deferrable:
@@ -248,6 +237,9 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
     def _resume(self, context: Context, request_id: str, event: Any) -> dict[str, Any]:
         # A failed job fails without retries (retrying a transfer cannot change it), with the
         # API's reason; timeouts and API errors keep the shared semantics of check_event.
+        from airflow_provider_nyne.client.models import JobState
+        from airflow_provider_nyne.utils.waiting import check_event
+
         failed = isinstance(event, Mapping) and event.get("status") == "failed"
         check_event(event, task=self, request_id=request_id, sensor=failed)
         status = self._fetch(request_id)
@@ -294,6 +286,8 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
 
     def _fetch(self, request_id: str) -> JobStatus:
         """The request's status with its result; subclasses may read it from elsewhere (callbacks)."""
+        from airflow_provider_nyne.utils.waiting import fail_for
+
         try:
             return self.hook.get_interactions_status(request_id)
         except NyneError as err:
@@ -302,6 +296,8 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
             raise fail_for(err, nyne_conn_id=self.nyne_conn_id) from err
 
     def _raise_if_failed(self, status: JobStatus) -> None:
+        from airflow_provider_nyne.client.models import JobState
+
         if status.state is JobState.FAILED:
             raise AirflowFailException(
                 f"Nyne request {status.request_id} failed: {status.error or 'no reason given'}"
@@ -313,6 +309,8 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
         output), ``("empty", marker)`` (an output with no record, so no request id to compare)
         or ``("foreign", marker_or_None)``.
         """
+        from airflow_provider_nyne.transfers import _writers
+
         fs = destination.fs
         try:
             fs.invalidate_cache(destination.path)
@@ -324,8 +322,8 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
             raise AirflowFailException(f"path {destination} is a folder: name a file inside it")
         try:
             with fs.open(destination.path, "rb") as source:
-                marker = read_output_marker(self.format, source)
-        except UnreadableOutputError:
+                marker = _writers.read_output_marker(self.format, source)
+        except _writers.UnreadableOutputError:
             return "foreign", None
         except FileNotFoundError:
             return "absent", None
@@ -359,6 +357,8 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
         )
 
     def _land(self, context: Context, destination: ObjectStoragePath, status: JobStatus) -> dict[str, Any]:
+        from airflow_provider_nyne.transfers import _writers
+
         result = status.result
         request_id = status.request_id or self._request_id()
         if result is None:
@@ -374,11 +374,11 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
                 return self._finish(context, destination, request_id, marker.records)
             if state != "absent":
                 raise self._exists_error(destination, marker)
-        meta = OutputMeta.from_result(request_id, result, fetched_at=datetime.now(timezone.utc))
+        meta = _writers.OutputMeta.from_result(request_id, result, fetched_at=datetime.now(timezone.utc))
         try:
-            with atomic_writer(destination.fs, destination.path, overwrite=self.overwrite) as sink:
-                written = write_output(self.format, meta, iter_records(meta, result), sink)
-        except DestinationExistsError:
+            with _writers.atomic_writer(destination.fs, destination.path, overwrite=self.overwrite) as sink:
+                written = _writers.write_output(self.format, meta, _writers.iter_records(meta, result), sink)
+        except _writers.DestinationExistsError:
             # Another writer committed between our check and our commit.
             raise self._exists_error(destination, self._read_marker(destination)) from None
         self.log.info(
@@ -387,10 +387,12 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
         return self._finish(context, destination, request_id, written)
 
     def _read_marker(self, destination: ObjectStoragePath) -> OutputMarker | None:
+        from airflow_provider_nyne.transfers import _writers
+
         try:
             with destination.fs.open(destination.path, "rb") as source:
-                return read_output_marker(self.format, source)
-        except (UnreadableOutputError, FileNotFoundError):
+                return _writers.read_output_marker(self.format, source)
+        except (_writers.UnreadableOutputError, FileNotFoundError):
             return None
 
     def _finish(

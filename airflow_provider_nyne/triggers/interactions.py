@@ -20,7 +20,8 @@ from airflow_provider_nyne.client.polling import (
     error_outcome,
     wait_for_job,
 )
-from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
+from airflow_provider_nyne.hooks.nyne import NyneHook
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID
 
 #: How long one connection lookup serves every trigger of the same event loop. A triggerer
 #: (re)starting a thousand waits reads each connection once instead of a thousand times (the

@@ -60,10 +60,9 @@ from airflow_provider_nyne.client.polling import (
     error_outcome,
     wait_for_job_sync,
 )
-from airflow_provider_nyne.hooks.nyne import DEFAULT_CONN_ID, NyneHook
+from airflow_provider_nyne.hooks.nyne import NyneHook
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT
 
-#: Default bound of a whole wait, seconds (24 h): far beyond any lookup, cheap to wait in the triggerer.
-DEFAULT_TIMEOUT = 24 * 60 * 60.0
 #: Extra time Airflow's own deferral timeout allows beyond the trigger's deadline, so that the
 #: trigger's "timeout" event (with its explanation) normally arrives first.
 DEFER_TIMEOUT_GRACE = 120.0
@@ -260,6 +259,36 @@ def deadline_after(timeout: float | timedelta | None, *, now: float | None = Non
     return (time.time() if now is None else now) + seconds
 
 
+def defer_until(
+    task: Any,
+    trigger: Any,
+    *,
+    deadline: float,
+    grace: float,
+    method_name: str,
+    waiting_for: str,
+) -> NoReturn:
+    """
+    Defer ``task`` on ``trigger``, whose own deadline is ``deadline``; log what it waits for.
+
+    Airflow's deferral timeout is set ``grace`` seconds beyond the deadline, as a safety net:
+    the trigger's own ``timeout`` event (with its explanation) normally arrives first.
+
+    :param task: the operator deferring
+    :param trigger: the trigger to wait in
+    :param deadline: absolute deadline, epoch seconds
+    :param grace: seconds Airflow's timeout allows beyond ``deadline``
+    :param method_name: the task method that receives the event
+    :param waiting_for: what the log line says the task waits for
+    """
+    remaining = max(0.0, deadline - time.time())
+    log = getattr(task, "log", None)
+    if log is not None:
+        log.info("Deferring until %s (at most %.0fs)", waiting_for, remaining)
+    task.defer(trigger=trigger, method_name=method_name, timeout=timedelta(seconds=remaining + grace))
+    raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
+
+
 def defer_to_trigger(
     task: Any,
     request_id: str,
@@ -298,16 +327,14 @@ def defer_to_trigger(
         backoff_factor=backoff_factor,
         max_transient_errors=max_transient_errors,
     )
-    remaining = max(0.0, deadline - time.time())
-    log = getattr(task, "log", None)
-    if log is not None:
-        log.info("Deferring until Nyne request %s finishes (at most %.0fs)", request_id, remaining)
-    task.defer(
-        trigger=trigger,
+    defer_until(
+        task,
+        trigger,
+        deadline=deadline,
+        grace=DEFER_TIMEOUT_GRACE,
         method_name=method_name,
-        timeout=timedelta(seconds=remaining + DEFER_TIMEOUT_GRACE),
+        waiting_for=f"Nyne request {request_id} finishes",
     )
-    raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
 
 
 def wait_sync(
@@ -435,6 +462,7 @@ __all__ = [
     "check_event",
     "deadline_after",
     "defer_to_trigger",
+    "defer_until",
     "error_from_event",
     "fail_for",
     "outcome_from_status",

@@ -15,7 +15,7 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from airflow_provider_nyne._compat import AirflowFailException
 from airflow_provider_nyne.client.models import JobStatus
-from airflow_provider_nyne.transfers import _writers, interactions_to_storage
+from airflow_provider_nyne.transfers import _writers
 from airflow_provider_nyne.transfers._writers import (
     DestinationExistsError,
     OutputMeta,
@@ -117,7 +117,7 @@ def test_storage_conn_id_parameter(s3: S3Env) -> None:
 
 @pytest.mark.parametrize("after", [0, 2, 300], ids=["before-first-record", "midway", "late"])
 def test_failure_midway_leaves_no_object(s3: S3Env, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
-    monkeypatch.setattr(interactions_to_storage, "iter_records", failing_after(after))
+    monkeypatch.setattr(_writers, "iter_records", failing_after(after))
     op = make_op(s3.url("nyne/out.jsonl"), big_status())
     with pytest.raises(Boom):
         op.execute({"outlet_events": OutletEventAccessors()})
@@ -197,7 +197,7 @@ def test_retry_finds_its_output_and_does_not_rewrite(s3: S3Env, monkeypatch: pyt
     def no_write(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the retry must not write again")
 
-    monkeypatch.setattr(interactions_to_storage, "atomic_writer", no_write)
+    monkeypatch.setattr(_writers, "atomic_writer", no_write)
     retry = make_op(s3.url(key), completed(flat_items()), format="parquet")
     assert retry.execute({"outlet_events": OutletEventAccessors()}) == first
     assert retry.hook.polls == 0  # type: ignore[attr-defined]

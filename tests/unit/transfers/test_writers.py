@@ -23,13 +23,13 @@ from airflow_provider_nyne.transfers._writers import (
     OutputMeta,
     UnreadableOutputError,
     atomic_writer,
-    check_format,
     choose_strategy,
     iter_records,
     parquet_schema,
     read_output_marker,
     write_output,
 )
+from airflow_provider_nyne.utils.arguments import check_format
 from tests.unit.transfers.samples import EXPECTED_PROFILES, PEOPLE, completed, flat_items
 
 FETCHED = datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=timezone.utc)
