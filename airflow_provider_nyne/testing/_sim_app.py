@@ -110,7 +110,7 @@ class SimulatorApp:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
-        core.on_job_created = self._schedule_completion
+        core.on_job_scheduled = self._schedule_completion
 
     # ----------------------------------------------------------------- lifecycle
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -127,14 +127,26 @@ class SimulatorApp:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-        self.core.on_job_created = None
+        self.core.on_job_scheduled = None
 
     # ----------------------------------------------------------------- completion + callbacks
     def _schedule_completion(self, job: Job) -> None:
-        if self._loop is None:
+        # Called in the server's loop for new jobs, from any thread for released ones.
+        loop = self._loop
+        if loop is None or job.held:
             return
-        delay = max(0.0, job.end_mono - time.monotonic())
-        self._loop.call_later(delay, self._on_completion_time, job.request_id)
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            self._arm_completion(job.request_id, job.end_mono)
+        else:
+            loop.call_soon_threadsafe(self._arm_completion, job.request_id, job.end_mono)
+
+    def _arm_completion(self, request_id: str, end_mono: float) -> None:
+        assert self._loop is not None
+        self._loop.call_later(max(0.0, end_mono - time.monotonic()), self._on_completion_time, request_id)
 
     def _on_completion_time(self, request_id: str) -> None:
         due = self.core.complete_job(request_id)
@@ -381,6 +393,12 @@ class SimulatorApp:
             raise TypeError("an account is a JSON object with api_key and api_secret")
         return self.core.upsert_account(account_from_mapping(payload)).public()
 
+    def _admin_release_jobs(self, scope: Scope, payload: Any) -> Any:
+        request_id = payload.get("request_id") if isinstance(payload, dict) else None
+        if request_id is not None and not isinstance(request_id, str):
+            raise TypeError("request_id is a string")
+        return {"released": self.core.release_jobs(request_id)}
+
     def _admin_settings(self, scope: Scope, payload: Any) -> Any:
         return self.core.settings.as_dict()
 
@@ -400,6 +418,7 @@ _ADMIN_ROUTES: dict[tuple[str, str], Callable[[SimulatorApp, Scope, Any], Any]] 
     ("POST", "/faults/clear"): SimulatorApp._admin_clear_faults,
     ("GET", "/accounts"): SimulatorApp._admin_accounts,
     ("POST", "/accounts"): SimulatorApp._admin_add_account,
+    ("POST", "/jobs/release"): SimulatorApp._admin_release_jobs,
     ("GET", "/settings"): SimulatorApp._admin_settings,
     ("POST", "/settings"): SimulatorApp._admin_update_settings,
 }

@@ -399,6 +399,13 @@ class FaultControls:
         """
         return self.add("pending_status", times=times)
 
+    def hold_next_job(self, *, times: int | None = 1) -> str:
+        """Keep the next submitted jobs queued/processing until :meth:`NyneSimulator.release`.
+
+        :param times: how many jobs, None for all.
+        """
+        return self.add("hold_job", times=times)
+
     def active(self) -> list[dict[str, Any]]:
         """Return the active faults (same form as ``GET /_simulator/faults``)."""
         return [rule.as_dict() for rule in self._core.active_faults()]

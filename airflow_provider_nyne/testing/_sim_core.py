@@ -41,7 +41,9 @@ __all__ = [
 #: API endpoints a fault or rate limit can target (``*`` in a fault means all three).
 ENDPOINTS = ("submit", "status", "usage")
 RESPONSE_FAULT_KINDS = frozenset({"error", "delay", "drop", "malformed_json"})
-JOB_FAULT_KINDS = frozenset({"fail_job", "empty_job", "result_shape", "job_duration", "pending_status"})
+JOB_FAULT_KINDS = frozenset(
+    {"fail_job", "empty_job", "result_shape", "job_duration", "pending_status", "hold_job"}
+)
 _FAULT_ALIASES: dict[str, dict[str, Any]] = {
     "rate_limit": {"kind": "error", "status": 429, "code": "rate_limit_exceeded"},
     "server_error": {"kind": "error", "status": 500, "code": "internal_error"},
@@ -186,11 +188,13 @@ class Job:
     credits_charged: int = 0
     result: dict[str, Any] | None = None
     callback_started: bool = False
+    #: Held jobs stay queued/processing (and are never charged or expired) until released.
+    held: bool = False
 
     @property
     def end_mono(self) -> float:
-        """Monotonic time at which the job reaches its terminal status."""
-        return self.created_mono + self.duration
+        """Monotonic time at which the job reaches its terminal status (infinite while held)."""
+        return math.inf if self.held else self.created_mono + self.duration
 
     def wall(self, mono: float) -> float:
         """Convert a monotonic time of this job to Unix time."""
@@ -338,8 +342,8 @@ class SimulatorCore:
         self.started_wall = time.time()
         #: Bumped by reset(); callback deliveries of an older generation stop.
         self.generation = 0
-        #: Called (under the lock, in the server thread) for every new job, to schedule completion.
-        self.on_job_created: Callable[[Job], None] | None = None
+        #: Called (under the lock) for every new or released job, to schedule its completion.
+        self.on_job_scheduled: Callable[[Job], None] | None = None
 
     # ----------------------------------------------------------------- configuration
     def configure(self, changes: Mapping[str, Any]) -> Settings:
@@ -441,7 +445,7 @@ class SimulatorCore:
             params["shape"] = normalise_shape(spec.pop("shape", "variant"))
         elif kind == "job_duration":
             params["seconds"] = _number(spec.pop("seconds", None), "seconds")
-        elif kind == "pending_status":
+        elif kind in ("pending_status", "hold_job"):
             pass
         if spec:
             raise ValueError(f"unexpected fields for a {kind!r} fault: {sorted(spec)}")
@@ -502,6 +506,8 @@ class SimulatorCore:
                 applied["duration"] = rule.params["seconds"]
             elif rule.kind == "pending_status" and "intermediate_status" not in applied:
                 applied["intermediate_status"] = "pending"
+            elif rule.kind == "hold_job" and "held" not in applied:
+                applied["held"] = True
             else:
                 continue
             self._consume(rule)
@@ -594,6 +600,7 @@ class SimulatorCore:
             fail_reason: str | None = None
             empty = False
             shape: frozenset[str] = frozenset()
+            held = False
             magic = (query.username or "").lower()
             if magic.startswith("empty"):
                 empty = True
@@ -603,6 +610,8 @@ class SimulatorCore:
                 duration = settings.effective_slow_job_duration
             elif magic.startswith("variant"):
                 shape = normalise_shape("variant")
+            elif magic.startswith("hold"):
+                held = True
             applied = self._take_job_faults()
             job = Job(
                 request_id=f"req_{secrets.token_hex(12)}",
@@ -615,6 +624,7 @@ class SimulatorCore:
                 empty=bool(applied.get("empty", empty)),
                 shape=applied.get("shape", shape),
                 intermediate_status=applied.get("intermediate_status", "processing"),
+                held=bool(applied.get("held", held)),
             )
             self.jobs[job.request_id] = job
             self._unsettled.add(job.request_id)
@@ -625,8 +635,8 @@ class SimulatorCore:
             self._submits_since_prune += 1
             if self._submits_since_prune >= 256:
                 self._prune_locked(now_mono)
-            if self.on_job_created is not None:
-                self.on_job_created(job)
+            if self.on_job_scheduled is not None:
+                self.on_job_scheduled(job)
             return job
 
     def poll(self, account: Account, request_id: str | None) -> dict[str, Any]:
@@ -666,7 +676,7 @@ class SimulatorCore:
     # ----------------------------------------------------------------- jobs
     def _status(self, job: Job, now: float) -> str:
         elapsed = now - job.created_mono
-        if elapsed >= job.duration:
+        if elapsed >= job.duration and not job.held:
             return "failed" if job.fail_reason is not None else "completed"
         if elapsed < job.duration * self.settings.queued_fraction:
             return "queued"
@@ -753,8 +763,8 @@ class SimulatorCore:
         with self.lock:
             job = self.jobs.get(request_id)
             now = time.monotonic()
-            if job is None:
-                return None
+            if job is None or job.held:
+                return None  # a held job is scheduled again when released
             if now < job.end_mono:
                 return job.end_mono - now
             data = self._job_data_locked(job, now)
@@ -762,6 +772,32 @@ class SimulatorCore:
                 return None
             job.callback_started = True
             return job, data, self.generation
+
+    def release_jobs(self, request_id: str | None = None) -> list[str]:
+        """Let held jobs finish: at once if their duration has passed, else when it does.
+
+        :param request_id: one job (``KeyError`` when unknown), or every held job when None.
+        :returns: the request ids released.
+        """
+        with self.lock:
+            if request_id is not None:
+                if request_id not in self.jobs:
+                    raise KeyError(f"no job {request_id!r}")
+                jobs = [self.jobs[request_id]]
+            else:
+                jobs = list(self.jobs.values())
+            now = time.monotonic()
+            released = []
+            for job in jobs:
+                if not job.held:
+                    continue
+                job.held = False
+                # Completion is now (or later, if the job's own duration has not passed yet).
+                job.duration = max(job.duration, now - job.created_mono)
+                released.append(job.request_id)
+                if self.on_job_scheduled is not None:
+                    self.on_job_scheduled(job)
+            return released
 
     def job_snapshot(self, request_id: str) -> dict[str, Any] | None:
         """Return what a poll by the owner would see now, without recording a poll."""

@@ -66,6 +66,9 @@ that cannot reach the Python API, such as tasks in real Airflow processes:
 * ``fail*``: ends ``failed`` with ``error`` = ``failure_reason`` ("Profile is private").
 * ``slow*``: takes ``slow_job_duration`` (default ten times ``job_duration``).
 * ``variant*``: result in every alternate shape at once (see ``result_shape`` below).
+* ``hold*``: stays queued/processing until released (``sim.release(request_id=None)`` or
+  ``POST /_simulator/jobs/release`` with an optional ``{"request_id": ...}``), then
+  finishes at once (or when its duration has passed); never expires while held.
 
 Faults (``sim.faults``, or ``POST /_simulator/faults`` with ``{"kind": ..., ...}``; every
 method returns a fault id). ``endpoint`` is ``submit``, ``status``, ``usage`` or ``*``;
@@ -85,7 +88,8 @@ method returns a fault id). ``endpoint`` is ``submit``, ``status``, ``usage`` or
   (``fail_job``), ``empty_next_job()`` (``empty_job``), ``result_shape(shape="variant")``
   (``result_shape``: ``actor``, ``string_counts``, ``string_verified``, ``results_list`` or
   ``variant`` for all), ``job_duration(seconds)`` (``job_duration``), ``pending_status()``
-  (``pending_status``: ``pending`` instead of ``processing``);
+  (``pending_status``: ``pending`` instead of ``processing``), ``hold_next_job()``
+  (``hold_job``: held like a ``hold*`` job until released);
 * ``active()``, ``remove(fault_id)``, ``clear()``.
 
 Ledger (``sim.ledger``, thread-safe, or ``GET /_simulator/ledger[?summary=1]``):
@@ -98,7 +102,8 @@ Ledger (``sim.ledger``, thread-safe, or ``GET /_simulator/ledger[?summary=1]``):
 
 Admin HTTP endpoints (no authentication; loopback only by default): ``GET /_simulator/health``,
 ``GET /_simulator/ledger``, ``POST /_simulator/reset``, ``GET|POST|DELETE /_simulator/faults``
-(``POST /_simulator/faults/clear`` also clears), ``GET|POST /_simulator/accounts`` (POST adds
+(``POST /_simulator/faults/clear`` also clears), ``POST /_simulator/jobs/release`` (optional
+``{"request_id": ...}``; answers ``{"released": [...]}``), ``GET|POST /_simulator/accounts`` (POST adds
 or updates ``{"api_key", "api_secret", "credits", "subscription_active", "disabled",
 "permissions", "allowed_ips"}``), ``GET|POST /_simulator/settings`` (POST changes any
 constructor setting such as ``job_duration`` or ``rate_limit_per_minute``). Answers use the
@@ -525,6 +530,17 @@ class NyneSimulator:
         """
         with self._core.lock:
             self._core.accounts[api_key or self._api_key].credits = credits
+
+    def release(self, request_id: str | None = None) -> list[str]:
+        """Let held jobs (``hold*`` usernames, ``faults.hold_next_job()``) finish.
+
+        A released job completes (or fails) at once if its duration has passed, else when it
+        does; its callback, if any, is delivered then.
+
+        :param request_id: one job (``KeyError`` when unknown), or every held job when None.
+        :returns: the request ids released.
+        """
+        return self._core.release_jobs(request_id)
 
     def job(self, request_id: str) -> dict[str, Any] | None:
         """Return what a poll would answer as ``data`` now (not recorded as a poll), or None.

@@ -29,10 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 DAG_ID = "example_nyne_followers_to_storage"
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / f"{DAG_ID}.py"
 SENSOR = "wait_for_followers"
-#: How long the crash test's lookup runs: long enough to kill a triggerer mid-wait and have
-#: a new one take over (a few seconds each on a busy 2-core machine), short enough to keep
-#: the module within its budget.
-CRASH_JOB_SECONDS = 35.0
 #: Other lookups: longer than the gap between the submit task and the sensor's first check,
 #: so that the sensor really defers (it returns at once when the lookup is already done).
 JOB_SECONDS = 15.0
@@ -139,8 +135,8 @@ def test_scheduled_run_waits_in_the_triggerer_and_lands_the_file(
 def test_run_survives_a_triggerer_crash_without_paying_twice(
     deployment: AirflowProcesses, sim: NyneSimulator
 ) -> None:
-    account = f"slow_{secrets.token_hex(4)}"  # slow*: the simulator runs it CRASH_JOB_SECONDS
-    sim.configure(slow_job_duration=CRASH_JOB_SECONDS)
+    # hold*: the simulator keeps the lookup running until released, however slow the machine.
+    account = f"hold_{secrets.token_hex(4)}"
     run_id = deployment.trigger_dag(DAG_ID, conf={"profile_url": f"https://x.com/{account}"})
 
     deployment.wait_for_task_state(DAG_ID, run_id, SENSOR, ["deferred"], timeout=90)
@@ -151,15 +147,21 @@ def test_run_survives_a_triggerer_crash_without_paying_twice(
     deployment.wait_until(
         lambda: sim.ledger.poll_count(request_id) >= 2, timeout=60, what="the triggerer to start polling"
     )
-    job = sim.job(request_id)
-    assert job is not None
-    assert job["status"] in ("queued", "processing"), (
-        "the lookup finished before the crash: raise CRASH_JOB_SECONDS"
-    )
 
     deployment.kill("triggerer")  # SIGKILL of the whole process tree: a crash, no clean-up
+    polls_before = sim.ledger.poll_count(request_id)
     deployment.start("triggerer")
-    state = deployment.wait_for_run(DAG_ID, run_id, timeout=CRASH_JOB_SECONDS + 90)
+    # The new triggerer takes the wait over and polls the same request, still running.
+    deployment.wait_until(
+        lambda: sim.ledger.poll_count(request_id) > polls_before,
+        timeout=120,
+        what="the new triggerer to poll the request",
+    )
+    job = sim.job(request_id)
+    assert job is not None
+    assert job["status"] in ("queued", "processing")
+    assert sim.release(request_id) == [request_id]
+    state = deployment.wait_for_run(DAG_ID, run_id, timeout=120)
 
     instances = deployment.task_instances(DAG_ID, run_id)
     assert state == "success", f"{instances}\n{deployment.diagnostics()}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
+import httpx
 import pytest
 
 from airflow_provider_nyne.testing.simulator import NyneSimulator
@@ -291,3 +293,86 @@ def test_other_accounts_request_is_not_found(api: Api, sim: NyneSimulator) -> No
 
     assert response.status_code == 404
     assert error_code(response) == "request_not_found"
+
+
+def test_hold_username_stays_running_until_released(api: Api, sim: NyneSimulator) -> None:
+    held = api.submit_ok(username="hold_me", type="followers")
+    time.sleep(0.3)  # six times the job duration
+
+    assert api.poll(held).json()["data"]["status"] == "processing"
+    assert sim.ledger.charges() == []
+    released_at = time.time()
+    assert sim.release() == [held]
+    assert sim.release() == []  # nothing held any more
+
+    data = api.wait(held)
+    assert data["status"] == "completed"
+    assert data["result"]["total_count"] > 0
+    # Completed when released, not back-dated to its nominal duration (0.05 s after submission).
+    completed_at = datetime.fromisoformat(data["completed_at"].replace("Z", "+00:00")).timestamp()
+    assert completed_at >= released_at - 0.001
+    (charge,) = sim.ledger.charges()
+    assert (charge.request_id, charge.credits) == (held, 3)
+
+
+def test_hold_next_job_fault_holds_only_the_next_submission(api: Api, sim: NyneSimulator) -> None:
+    sim.faults.hold_next_job()
+    held = api.submit_ok(username="jack", type="followers")
+    free = api.submit_ok(username="jack", type="following")
+
+    assert api.wait(free)["status"] == "completed"
+    assert api.poll(held).json()["data"]["status"] == "processing"
+
+    assert sim.release(held) == [held]
+    assert api.wait(held)["status"] == "completed"
+
+
+def test_release_over_http_and_unknown_ids(api: Api, sim: NyneSimulator) -> None:
+    held = api.submit_ok(username="hold_http", type="followers")
+
+    unknown = httpx.post(sim.admin_url("jobs/release"), json={"request_id": "req_unknown"})
+    released = httpx.post(sim.admin_url("jobs/release"), json={"request_id": held})
+
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "invalid_admin_request"
+    assert released.status_code == 200
+    assert released.json()["data"] == {"released": [held]}
+    assert api.wait(held)["status"] == "completed"
+    with pytest.raises(KeyError):
+        sim.release("req_unknown")
+
+
+def test_held_job_with_callback_delivers_when_released(api: Api, sim: NyneSimulator) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies: list[dict[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        held = api.submit_ok(username="hold_callback", type="followers", callback_url=url)
+        time.sleep(0.3)
+        assert bodies == []  # no delivery while held
+
+        sim.release(held)
+        sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(held)) == 1, timeout=5)
+        assert len(bodies) == 1
+        assert bodies[0]["data"]["status"] == "completed"  # type: ignore[index]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
