@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+import airflow_provider_nyne
+
+# The package under test (the source tree, or the installed wheel in the version matrix).
+PACKAGE = Path(airflow_provider_nyne.__file__).resolve().parent
 
 # Loaded when the DAG-facing modules are imported (packages included).
 PARSE_TIME_MODULES = {
@@ -103,7 +106,7 @@ def test_names_imported_inside_methods_exist() -> None:
     # The imports deferred to run time are not exercised by parsing: check each one resolves.
     checked = 0
     for relative in DAG_FACING:
-        tree = ast.parse((ROOT / "airflow_provider_nyne" / relative).read_text())
+        tree = ast.parse((PACKAGE / relative).read_text())
         for function in ast.walk(tree):
             if not isinstance(function, ast.FunctionDef):
                 continue
