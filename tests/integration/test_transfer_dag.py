@@ -81,21 +81,14 @@ def _asset_events(uri: str) -> list[dict[str, Any]]:
 
 
 def _complete_after_first_poll(sim: NyneSimulator) -> threading.Thread:
-    """
-    Complete the (single) submitted job as soon as its status was read once.
-
-    The simulator has no "complete now" control, so this shortens the job's duration in the
-    simulator's state; what the API answers stays the simulator's own.
-    """
+    """Release the (single, held) submitted job as soon as its status was read once."""
 
     def run() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             submissions = sim.ledger.submissions()
             if submissions and sim.ledger.poll_count(submissions[0].request_id) >= 1:
-                core = sim._core
-                with core.lock:
-                    core.jobs[submissions[0].request_id].duration = 0.0
+                sim.release(submissions[0].request_id)
                 return
             time.sleep(0.02)
 
@@ -113,7 +106,7 @@ def test_templated_partition_deferred_wait_and_asset_event(
 ) -> None:
     # The job runs until the transfer task has seen it running, whatever the start-up time of
     # the task: then it completes, and only the trigger's polls can see that.
-    simulator_connection.faults.job_duration(300.0)
+    simulator_connection.faults.hold_next_job()
     release = _complete_after_first_poll(simulator_connection)
     # Recorded in a file: depending on the Airflow version, dag.test() may run the task in a
     # forked process, where a list in this one would not see the call.
