@@ -132,12 +132,15 @@ import logging
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -159,6 +162,7 @@ from airflow_provider_nyne.testing._sim_core import (
     Submission,
     UsageCall,
 )
+from airflow_provider_nyne.testing._sim_tls import TlsFiles, write_tls_files
 
 __all__ = [
     "Account",
@@ -248,6 +252,8 @@ class NyneSimulator:
     :param loop: event loop: ``auto`` (uvloop when installed), ``uvloop`` or ``asyncio``.
     :param timeout_keep_alive: seconds an idle keep-alive connection stays open.
     :param backlog: listen backlog of the server socket.
+    :param tls: serve HTTPS with a certificate from a throwaway CA made at start (see
+        :attr:`ca_file`); :meth:`airflow_env` then also sets ``SSL_CERT_FILE`` to trust it.
     """
 
     def __init__(
@@ -274,8 +280,11 @@ class NyneSimulator:
         loop: str = "auto",
         timeout_keep_alive: int = 15,
         backlog: int = 2048,
+        tls: bool = False,
     ) -> None:
         self._host = host
+        self._tls = tls
+        self._tls_files: TlsFiles | None = None
         self._requested_port = port
         self._port: int | None = None
         self._api_key = api_key or f"sim-key-{secrets.token_hex(8)}"
@@ -324,9 +333,20 @@ class NyneSimulator:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:PORT`` (no trailing slash)."""
+        """Base URL, e.g. ``http://127.0.0.1:PORT`` (``https://`` with ``tls=True``; no trailing slash)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM file of the CA that signed the server's certificate (``tls=True``, while started).
+
+        Trust it with ``SSL_CERT_FILE=<ca_file>`` (httpx, and so the provider's clients, read
+        it) or ``ssl.create_default_context(cafile=...)``.
+        """
+        if self._tls_files is None:
+            raise RuntimeError("the simulator serves TLS only when built with tls=True and started")
+        return self._tls_files.ca_file
 
     @property
     def api_key(self) -> str:
@@ -382,6 +402,15 @@ class NyneSimulator:
                 raise
             self._socket = sock
             self._port = sock.getsockname()[1]
+            tls_options: dict[str, Any] = {}
+            if self._tls:
+                self._tls_files = write_tls_files(
+                    Path(tempfile.mkdtemp(prefix="nyne-simulator-tls-")), self._host
+                )
+                tls_options = {
+                    "ssl_certfile": str(self._tls_files.cert_file),
+                    "ssl_keyfile": str(self._tls_files.key_file),
+                }
             config = uvicorn.Config(
                 SimulatorApp(self._core),
                 http=self._http,
@@ -394,6 +423,7 @@ class NyneSimulator:
                 timeout_keep_alive=self._timeout_keep_alive,
                 timeout_graceful_shutdown=1,
                 backlog=self._backlog,
+                **tls_options,
             )
             ready = threading.Event()
             self._server = _Server(config, ready)
@@ -458,6 +488,9 @@ class NyneSimulator:
                 thread.join(timeout)
             if sock is not None:
                 sock.close()
+            if self._tls_files is not None:
+                shutil.rmtree(self._tls_files.ca_file.parent, ignore_errors=True)
+                self._tls_files = None
             self._thread = self._server = self._socket = None
             if thread.is_alive():
                 raise RuntimeError("the simulator thread did not stop")
@@ -571,14 +604,14 @@ class NyneSimulator:
         return account.api_key, account.api_secret
 
     def connection_uri(self, api_key: str | None = None, **extra: str) -> str:
-        """Return an Airflow connection URI: ``nyne://KEY:SECRET@127.0.0.1:PORT?scheme=http``.
+        """Return an Airflow connection URI: ``nyne://KEY:SECRET@127.0.0.1:PORT?scheme=http`` (``https`` with TLS).
 
         :param api_key: use this account's credentials (the default account when None).
         :param extra: more connection extras, added to the query string.
         """
         key, secret = self._credentials(api_key)
         host = f"[{self._host}]" if ":" in self._host else self._host
-        query = urlencode({"scheme": "http", **extra})
+        query = urlencode({"scheme": "https" if self._tls else "http", **extra})
         return f"nyne://{quote(key, safe='')}:{quote(secret, safe='')}@{host}:{self.port}?{query}"
 
     def connection_json(self, api_key: str | None = None, extra: Mapping[str, Any] | None = None) -> str:
@@ -606,11 +639,17 @@ class NyneSimulator:
     ) -> dict[str, str]:
         """Return ``{"AIRFLOW_CONN_<CONN_ID>": <connection JSON>}`` for a subprocess or monkeypatch.
 
+        With ``tls=True`` also ``SSL_CERT_FILE``: the processes then trust the simulator's CA
+        (instead of the public ones: keep it to test processes).
+
         :param conn_id: the Airflow connection id.
         :param api_key: use this account's credentials (the default account when None).
         :param extra: connection extras.
         """
-        return {f"AIRFLOW_CONN_{conn_id.upper()}": self.connection_json(api_key, extra)}
+        env = {f"AIRFLOW_CONN_{conn_id.upper()}": self.connection_json(api_key, extra)}
+        if self._tls:
+            env["SSL_CERT_FILE"] = str(self.ca_file)
+        return env
 
 
 # --------------------------------------------------------------------- command line
@@ -646,6 +685,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--failure-reason", default="Profile is private", help="error of fail* jobs")
     parser.add_argument("--ready-file", help="write the base URL to this file once listening")
+    parser.add_argument(
+        "--tls", action="store_true", help="serve HTTPS with a throwaway CA (its file is printed at start)"
+    )
     parser.add_argument("--access-log", action="store_true", help="log one line per request")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return parser
@@ -686,6 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failure_reason=args.failure_reason,
         log_level=args.log_level,
         access_log=args.access_log,
+        tls=args.tls,
     )
     stopping = threading.Event()
 
@@ -706,6 +749,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  API key:    {sim.api_key}")
         print(f"  API secret: {sim.api_secret}")
         print(f"  Ledger:     {sim.admin_url('ledger')}")
+        if args.tls:
+            print(
+                f"  CA file:    {sim.ca_file} (trust it with SSL_CERT_FILE={shlex.quote(str(sim.ca_file))})"
+            )
         print("Airflow connection (paste into your shell):")
         print(f"AIRFLOW_CONN_NYNE_DEFAULT={shlex.quote(sim.connection_json())}")
         print("Press Ctrl+C to stop.", flush=True)
