@@ -3,7 +3,7 @@
 Usage::
 
     python -m benchmarks                 # everything, default sizes (what `make bench` runs)
-    python -m benchmarks --only fleet    # one section: fleet, transport, worker_time, parse, schedule
+    python -m benchmarks --only fleet    # one section: fleet, fleet_tls, transport, worker_time, parse, schedule
     python -m benchmarks --size small    # tiny sizes: checks the code paths in seconds, numbers meaningless
     python -m benchmarks --output -      # print only, write no file
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks._common import BENCH_DIR, SimulatorProcess, Table, compile_sources, machine_info, scratch_dir
 
-SECTIONS = ("fleet", "transport", "worker_time", "parse", "schedule")
+SECTIONS = ("fleet", "fleet_tls", "transport", "worker_time", "parse", "schedule")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Sizes:
     :param fleet: waiting triggers in the fleet table
     :param fleet_jobs: shortest and longest job of the fleet, seconds
     :param fleet_interval: the generic trigger's fixed poll interval, seconds
+    :param fleet_tls_jobs: shortest and longest job of the HTTPS fleet table, seconds
     :param transport: waiters in the transport table
     :param transport_jobs: shortest and longest job of the transport table, seconds
     :param worker: lookups per sensor in the worker-time table
@@ -41,6 +42,7 @@ class Sizes:
     fleet: int
     fleet_jobs: tuple[float, float]
     fleet_interval: float
+    fleet_tls_jobs: tuple[float, float]
     transport: int
     transport_jobs: tuple[float, float]
     worker: int
@@ -54,6 +56,7 @@ SIZES = {
         fleet=1000,
         fleet_jobs=(1.0, 30.0),
         fleet_interval=2.0,
+        fleet_tls_jobs=(1.0, 15.0),
         transport=1000,
         transport_jobs=(2.0, 8.0),
         worker=20,
@@ -65,6 +68,7 @@ SIZES = {
         fleet=5,
         fleet_jobs=(0.5, 1.0),
         fleet_interval=0.5,
+        fleet_tls_jobs=(0.5, 1.0),
         transport=5,
         transport_jobs=(0.5, 1.0),
         worker=2,
@@ -87,7 +91,11 @@ def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = prin
     with scratch_dir("run-") as workdir:
         needs_sim = {"fleet", "transport", "worker_time"} & set(sections)
         sim = SimulatorProcess(workdir).start() if needs_sim else None
+        tls_sim = None
         try:
+            if "fleet_tls" in sections:
+                (workdir / "tls").mkdir()
+                tls_sim = SimulatorProcess(workdir / "tls", tls=True).start()
             for section in sections:
                 started = time.monotonic()
                 log(f"-- {section} ...")
@@ -95,6 +103,12 @@ def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = prin
                     assert sim is not None
                     low, high = sizes.fleet_jobs
                     table = fleet_table(sim, workdir, sizes.fleet, low, high, sizes.fleet_interval)[0]
+                elif section == "fleet_tls":
+                    assert tls_sim is not None
+                    low, high = sizes.fleet_tls_jobs
+                    table = fleet_table(
+                        tls_sim, workdir / "tls", sizes.fleet, low, high, sizes.fleet_interval
+                    )[0]
                 elif section == "transport":
                     assert sim is not None
                     low, high = sizes.transport_jobs
@@ -113,8 +127,9 @@ def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = prin
                 log(table.markdown())
                 tables.append(table)
         finally:
-            if sim is not None:
-                sim.stop()
+            for server in (sim, tls_sim):
+                if server is not None:
+                    server.stop()
     return tables
 
 

@@ -238,10 +238,13 @@ class SimulatorProcess:
     Rate limits are disabled and the account has credits for any number of jobs.
 
     :param workdir: where the ready file and the server's output go
+    :param tls: serve HTTPS (``--tls``); :attr:`ca_file` is then the CA to trust
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, tls: bool = False) -> None:
         self.workdir = workdir
+        self.tls = tls
+        self.ca_file: str | None = None
         self.api_key = f"bench-key-{secrets.token_hex(6)}"
         self.api_secret = f"bench-secret-{secrets.token_hex(12)}"
         self.url = ""
@@ -278,6 +281,7 @@ class SimulatorProcess:
                 "1",
                 "--request-ttl",
                 "3600",
+                *(["--tls"] if self.tls else []),
             ],
             cwd=ROOT,
             stdout=self._log,
@@ -292,12 +296,29 @@ class SimulatorProcess:
                 raise RuntimeError(f"the simulator did not start:\n{log}")
             time.sleep(0.05)
         self.url = ready.read_text().strip()
+        verify: Any = True
+        if self.tls:
+            import re
+            import ssl
+
+            # The banner (with the CA file) is printed right after the ready file is written.
+            while (found := re.search(r"CA file:\s+(\S+)", self._banner())) is None:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the simulator printed no CA file:\n{self._banner()[-2000:]}")
+                time.sleep(0.05)
+            self.ca_file = found.group(1)
+            verify = ssl.create_default_context(cafile=self.ca_file)
         self._http = httpx.Client(
             base_url=self.url,
             timeout=30.0,
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+            verify=verify,
         )
         return self
+
+    def _banner(self) -> str:
+        return (self.workdir / "simulator.log").read_text(errors="replace")
 
     def stop(self) -> None:
         """Stop the server (SIGTERM to the process this object started)."""

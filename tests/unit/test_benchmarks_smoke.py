@@ -21,7 +21,7 @@ def tables() -> dict[str, Table]:
 
 
 def test_every_section_produces_one_table(tables: dict[str, Table]) -> None:
-    assert list(tables) == ["fleet", "transport", "worker_time", "parse", "schedule"]
+    assert list(tables) == ["fleet", "fleet_tls", "transport", "worker_time", "parse", "schedule"]
 
 
 @pytest.mark.parametrize(
@@ -41,6 +41,21 @@ def test_every_section_produces_one_table(tables: dict[str, Table]) -> None:
             ],
             2,
             id="fleet",
+        ),
+        pytest.param(
+            "fleet_tls",
+            [
+                "trigger",
+                "CPU per status poll",
+                "polls per job (mean / max)",
+                "detection delay (mean / max)",
+                "client CPU in total",
+                "peak RSS growth per waiting trigger",
+                "longest loop stall",
+                "correct events",
+            ],
+            2,
+            id="fleet-tls",
         ),
         pytest.param(
             "transport",
@@ -105,6 +120,7 @@ def test_table_shape(tables: dict[str, Table], key: str, columns: list[str], row
     ("key", "column", "expected"),
     [
         pytest.param("fleet", "correct events", f"{SMALL.fleet}/{SMALL.fleet}", id="fleet-events"),
+        pytest.param("fleet_tls", "correct events", f"{SMALL.fleet}/{SMALL.fleet}", id="fleet-tls-events"),
         pytest.param("transport", "correct results", f"{SMALL.transport}/{SMALL.transport}", id="transport"),
         pytest.param("worker_time", "succeeded", f"{SMALL.worker}/{SMALL.worker}", id="worker-time"),
     ],
@@ -115,10 +131,16 @@ def test_every_wait_got_the_right_result(
     assert set(tables[key].column(column)) == {expected}
 
 
-def test_fleet_compares_our_trigger_with_the_http_providers(tables: dict[str, Table]) -> None:
-    labels = tables["fleet"].column("trigger")
+@pytest.mark.parametrize("key", ["fleet", "fleet_tls"])
+def test_fleet_compares_our_trigger_with_the_http_providers(tables: dict[str, Table], key: str) -> None:
+    labels = tables[key].column("trigger")
     assert "NyneInteractionsTrigger" in labels[0]
     assert "HttpEventTrigger" in labels[1]
+
+
+def test_tls_fleet_is_over_https(tables: dict[str, Table]) -> None:
+    assert "over HTTPS" in tables["fleet_tls"].title
+    assert any("SSL_CERT_FILE" in note for note in tables["fleet_tls"].notes)
 
 
 def test_schedule_default_backoff_polls_less_than_fixed_two_seconds(tables: dict[str, Table]) -> None:
