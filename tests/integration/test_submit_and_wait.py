@@ -250,7 +250,7 @@ def test_each_api_failure_fails_the_task_with_its_message(
 
     sim.faults.fail_next_job("Profile is private")
     failed_rid = NyneHook().submit_interactions({"username": "nasa", "type": "followers"})
-    sim.ledger.wait_for(lambda ledger: sim.job(failed_rid)["status"] == "failed", timeout=5)
+    sim.ledger.wait_for(lambda ledger: sim.job(failed_rid)["status"] == "failed", timeout=10)
 
     dag = load_dag(FAILURES.replace("{{ params.failed_rid }}", failed_rid), "nyne_failures")
     run = dag.test()

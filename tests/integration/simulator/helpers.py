@@ -41,7 +41,7 @@ class Api:
         """GET /person/interactions?request_id=..."""
         return self.client.get("/person/interactions", params={"request_id": request_id})
 
-    def wait(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    def wait(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
         """Poll until the job is terminal; return ``data``."""
         deadline = time.monotonic() + timeout
         while True:

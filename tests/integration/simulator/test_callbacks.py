@@ -37,7 +37,7 @@ class Receiver:
     def answer(self) -> int:
         return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
 
-    def wait(self, count: int, timeout: float = 5.0) -> list[Delivery]:
+    def wait(self, count: int, timeout: float = 10.0) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         while len(self.deliveries) < count:
             assert time.monotonic() < deadline, f"{len(self.deliveries)} of {count} callbacks arrived"
@@ -98,7 +98,7 @@ def test_callback_retries_on_scaled_schedule(api: Api, sim: NyneSimulator, recei
     assert body["data"] == api.poll(request_id).json()["data"]
     # The receiver sees a delivery before the simulator has read its answer and
     # recorded the attempt, so wait for the ledger to catch up.
-    sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(request_id)) == 3, timeout=2)
+    sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(request_id)) == 3, timeout=10)
     attempts = sim.ledger.callback_attempts(request_id)
     assert [(a.attempt, a.status_code, a.delivered) for a in attempts] == [
         (1, 500, False),
@@ -126,7 +126,7 @@ def test_callback_gives_up_after_five_retries(api: Api, sim: NyneSimulator, rece
 
     request_id = api.submit_ok(username="jack", callback_url=receiver.url)
     receiver.wait(6)
-    sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(request_id)) == 6, timeout=2)
+    sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(request_id)) == 6, timeout=10)
 
     time.sleep(0.1)
     attempts = sim.ledger.callback_attempts(request_id)
@@ -143,7 +143,7 @@ def test_unreachable_callback_records_errors(api: Api, sim: NyneSimulator) -> No
 
     request_id = api.submit_ok(username="jack", callback_url=f"http://127.0.0.1:{closed_port}/hook")
 
-    sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(request_id)) == 6, timeout=3)
+    sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(request_id)) == 6, timeout=10)
     attempts = sim.ledger.callback_attempts(request_id)
     assert all(a.status_code is None and a.error and "Connect" in a.error for a in attempts)
     assert api.poll(request_id).json()["data"]["status"] == "completed"

@@ -122,7 +122,7 @@ def test_delayed_submit_is_processed_after_client_timeout(api: Api, sim: NyneSim
     with pytest.raises(httpx.ReadTimeout):
         api.client.post("/person/interactions", json={"username": "jack", "type": "followers"}, timeout=0.1)
 
-    sim.ledger.wait_for(lambda ledger: len(ledger.submissions()) == 1, timeout=2)
+    sim.ledger.wait_for(lambda ledger: len(ledger.submissions()) == 1, timeout=10)
 
 
 @pytest.mark.parametrize("endpoint", ["submit", "status", "usage"])

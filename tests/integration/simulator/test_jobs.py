@@ -136,7 +136,7 @@ def test_credits_charged_once_for_results(api: Api, sim: NyneSimulator) -> None:
 def test_credits_charged_without_anyone_polling(api: Api, sim: NyneSimulator) -> None:
     api.submit_ok(username="jack")
 
-    sim.ledger.wait_for(lambda ledger: ledger.credits_charged() == 3, timeout=2)
+    sim.ledger.wait_for(lambda ledger: ledger.credits_charged() == 3, timeout=10)
     assert sim.ledger.poll_count() == 0
 
 
@@ -369,7 +369,7 @@ def test_held_job_with_callback_delivers_when_released(api: Api, sim: NyneSimula
         assert bodies == []  # no delivery while held
 
         sim.release(held)
-        sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(held)) == 1, timeout=5)
+        sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(held)) == 1, timeout=10)
         assert len(bodies) == 1
         assert bodies[0]["data"]["status"] == "completed"  # type: ignore[index]
     finally:
