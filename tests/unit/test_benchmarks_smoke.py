@@ -13,6 +13,16 @@ from benchmarks._common import Table, machine_info
 from benchmarks.parse import PROVIDER_MODULES, example_files
 
 SMALL = SIZES["small"]
+FLEET_COLUMNS = [
+    "trigger",
+    "CPU per status poll",
+    "polls per job (mean / max)",
+    "detection delay (mean / max)",
+    "client CPU in total",
+    "peak RSS growth per waiting trigger",
+    "longest loop stall",
+    "correct events",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,36 +37,8 @@ def test_every_section_produces_one_table(tables: dict[str, Table]) -> None:
 @pytest.mark.parametrize(
     ("key", "columns", "rows"),
     [
-        pytest.param(
-            "fleet",
-            [
-                "trigger",
-                "CPU per status poll",
-                "polls per job (mean / max)",
-                "detection delay (mean / max)",
-                "client CPU in total",
-                "peak RSS growth per waiting trigger",
-                "longest loop stall",
-                "correct events",
-            ],
-            2,
-            id="fleet",
-        ),
-        pytest.param(
-            "fleet_tls",
-            [
-                "trigger",
-                "CPU per status poll",
-                "polls per job (mean / max)",
-                "detection delay (mean / max)",
-                "client CPU in total",
-                "peak RSS growth per waiting trigger",
-                "longest loop stall",
-                "correct events",
-            ],
-            2,
-            id="fleet-tls",
-        ),
+        pytest.param("fleet", FLEET_COLUMNS, 2, id="fleet"),
+        pytest.param("fleet_tls", FLEET_COLUMNS, 2, id="fleet-tls"),
         pytest.param(
             "transport",
             [
