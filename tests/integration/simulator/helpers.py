@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -64,3 +65,29 @@ def error_code(response: httpx.Response) -> str:
     assert payload["success"] is False
     assert "timestamp" in payload
     return str(payload["error"]["code"])
+
+
+@dataclass
+class Delivery:
+    at: float
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class Receiver:
+    """A loopback HTTP server answering callbacks with scripted status codes."""
+
+    statuses: list[int]
+    deliveries: list[Delivery] = field(default_factory=list)
+    url: str = ""
+
+    def answer(self) -> int:
+        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+
+    def wait(self, count: int, timeout: float = 10.0) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        while len(self.deliveries) < count:
+            assert time.monotonic() < deadline, f"{len(self.deliveries)} of {count} callbacks arrived"
+            time.sleep(0.01)
+        return self.deliveries

@@ -2,74 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 from airflow_provider_nyne.testing.simulator import NyneSimulator
-from tests.integration.simulator.helpers import Api
+from tests.integration.simulator.helpers import Api, Receiver
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Delivery:
-    at: float
-    body: dict[str, Any]
-    headers: dict[str, str]
-
-
-@dataclass
-class Receiver:
-    """A loopback HTTP server answering callbacks with scripted status codes."""
-
-    statuses: list[int]
-    deliveries: list[Delivery] = field(default_factory=list)
-    url: str = ""
-
-    def answer(self) -> int:
-        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-
-    def wait(self, count: int, timeout: float = 10.0) -> list[Delivery]:
-        deadline = time.monotonic() + timeout
-        while len(self.deliveries) < count:
-            assert time.monotonic() < deadline, f"{len(self.deliveries)} of {count} callbacks arrived"
-            time.sleep(0.01)
-        return self.deliveries
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver(statuses=[200])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length))
-            state.deliveries.append(Delivery(time.monotonic(), body, dict(self.headers.items())))
-            status = state.answer()
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def test_callback_retries_on_scaled_schedule(api: Api, sim: NyneSimulator, receiver: Receiver) -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from airflow_provider_nyne.testing.simulator import NyneSimulator
-from tests.integration.simulator.helpers import Api, error_code
+from tests.integration.simulator.helpers import Api, Receiver, error_code
 
 pytestmark = pytest.mark.integration
 
@@ -342,37 +342,14 @@ def test_release_over_http_and_unknown_ids(api: Api, sim: NyneSimulator) -> None
         sim.release("req_unknown")
 
 
-def test_held_job_with_callback_delivers_when_released(api: Api, sim: NyneSimulator) -> None:
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+def test_held_job_with_callback_delivers_when_released(
+    api: Api, sim: NyneSimulator, receiver: Receiver
+) -> None:
+    held = api.submit_ok(username="hold_callback", type="followers", callback_url=receiver.url)
+    time.sleep(0.3)
+    assert receiver.deliveries == []  # no delivery while held
 
-    bodies: list[dict[str, object]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        held = api.submit_ok(username="hold_callback", type="followers", callback_url=url)
-        time.sleep(0.3)
-        assert bodies == []  # no delivery while held
-
-        sim.release(held)
-        sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(held)) == 1, timeout=10)
-        assert len(bodies) == 1
-        assert bodies[0]["data"]["status"] == "completed"  # type: ignore[index]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    sim.release(held)
+    (delivery,) = receiver.wait(1)
+    assert delivery.body["data"]["status"] == "completed"
+    sim.ledger.wait_for(lambda ledger: len(ledger.callback_attempts(held)) == 1, timeout=10)
