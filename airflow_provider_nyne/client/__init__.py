@@ -33,30 +33,8 @@ if TYPE_CHECKING:
     from airflow_provider_nyne.client.models import Interaction, InteractionsResult, JobState, JobStatus
     from airflow_provider_nyne.client.request import InteractionRequest
 
-#: Public name -> the submodule defining it.
-_EXPORTS = {
-    **dict.fromkeys(
-        (
-            "NyneAuthError",
-            "NyneCreditsError",
-            "NyneError",
-            "NyneForbiddenError",
-            "NyneJobFailedError",
-            "NyneNotFoundError",
-            "NyneRateLimitError",
-            "NyneResponseError",
-            "NyneServerError",
-            "NyneTransportError",
-            "NyneValidationError",
-        ),
-        "errors",
-    ),
-    **dict.fromkeys(
-        ("DEFAULT_BASE_URL", "AsyncNyneClient", "Credentials", "NyneClient", "RetryPolicy"), "http"
-    ),
-    **dict.fromkeys(("Interaction", "InteractionsResult", "JobState", "JobStatus"), "models"),
-    "InteractionRequest": "request",
-}
+#: Where the names of ``__all__`` are defined, searched in this order (cheapest first).
+_SUBMODULES = ("errors", "models", "request", "http")
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -84,12 +62,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    for submodule in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{submodule}")
+        if hasattr(module, name):
+            value = getattr(module, name)
+            globals()[name] = value
+            return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")  # pragma: no cover
 
 
 def __dir__() -> list[str]:

@@ -120,3 +120,26 @@ def test_names_imported_inside_methods_exist() -> None:
                         assert found, f"{relative}: from {node.module} import {alias.name}"
                         checked += 1
     assert checked > 20
+
+
+def test_client_package_loads_its_names_on_first_use() -> None:
+    child = """
+import json, sys
+import airflow_provider_nyne.client as client
+before = "airflow_provider_nyne.client.http" in sys.modules
+names = {name: getattr(client, name).__module__ if hasattr(getattr(client, name), "__module__") else None
+         for name in client.__all__}
+print(json.dumps({"http_before": before, "names": names, "dir": sorted(set(client.__all__) - set(dir(client)))}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["http_before"] is False
+    assert result["dir"] == []
+    assert result["names"]["NyneClient"] == "airflow_provider_nyne.client.http"
+    assert result["names"]["JobState"] == "airflow_provider_nyne.client.models"
+    assert result["names"]["InteractionRequest"] == "airflow_provider_nyne.client.request"
+    assert result["names"]["NyneError"] == "airflow_provider_nyne.client.errors"
+    assert len(result["names"]) == 21
