@@ -34,6 +34,24 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "First delay between retries; it doubles each retry up to 30 s (default 1).",
         "schema": {"type": ["number", "null"], "minimum": 0, "maximum": 60},
     },
+    "rate_limit_per_minute": {
+        "label": "Requests per minute",
+        "description": (
+            "The account's rate limit per minute, polls and submissions together (default 60; 0: no "
+            "minute limit). Requests are paced under it per API key; the API's rate-limit headers correct it."
+        ),
+        "schema": {"type": ["integer", "null"], "minimum": 0},
+    },
+    "rate_limit_per_hour": {
+        "label": "Requests per hour",
+        "description": "The account's rate limit per hour (default 1000; 0: no hour limit).",
+        "schema": {"type": ["integer", "null"], "minimum": 0},
+    },
+    "max_in_flight": {
+        "label": "Requests in flight",
+        "description": "Requests sent at once per API key by one triggerer or worker (default 4; 0: no cap).",
+        "schema": {"type": ["integer", "null"], "minimum": 0},
+    },
     "callback_allowed_hosts": {
         "label": "Allowed callback hosts",
         "description": "Comma-separated host names (or *.domain wildcards) a callback_url may point at.",

@@ -24,9 +24,19 @@ os.environ.setdefault(
 # Never reach out of the machine from tests.
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.airflow",
     "tests.fixtures.simulator",
     "tests.fixtures.s3",
     "tests.fixtures.airflow_processes",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_request_budgets() -> None:
+    """Every test starts with no API key's request budget: a key paused by one test must not slow the next."""
+    from airflow_provider_nyne.client.http import forget_shared_state
+
+    forget_shared_state()

@@ -10,6 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from airflow_provider_nyne.client.auth import Credentials
+    from airflow_provider_nyne.client.budget import RequestBudget
     from airflow_provider_nyne.client.errors import (
         NyneAuthError,
         NyneCreditsError,
@@ -23,18 +25,14 @@ if TYPE_CHECKING:
         NyneTransportError,
         NyneValidationError,
     )
-    from airflow_provider_nyne.client.http import (
-        DEFAULT_BASE_URL,
-        AsyncNyneClient,
-        Credentials,
-        NyneClient,
-        RetryPolicy,
-    )
+    from airflow_provider_nyne.client.http import DEFAULT_BASE_URL, AsyncNyneClient, NyneClient
     from airflow_provider_nyne.client.models import Interaction, InteractionsResult, JobState, JobStatus
+    from airflow_provider_nyne.client.ratelimit import RateLimits
     from airflow_provider_nyne.client.request import InteractionRequest
+    from airflow_provider_nyne.client.retry import RetryPolicy
 
 #: Where the names of ``__all__`` are defined, searched in this order (cheapest first).
-_SUBMODULES = ("errors", "models", "request", "http")
+_SUBMODULES = ("errors", "ratelimit", "retry", "auth", "models", "request", "budget", "http")
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -57,6 +55,8 @@ __all__ = [
     "NyneServerError",
     "NyneTransportError",
     "NyneValidationError",
+    "RateLimits",
+    "RequestBudget",
     "RetryPolicy",
 ]
 

@@ -9,18 +9,20 @@ What the loop guarantees:
 
 * **Backoff**: the delay before poll *n* is ``poll_interval * backoff_factor ** n``, capped
   at ``max_poll_interval`` (see :class:`PollSchedule`).
-* **Retry-After**: after a 429 the next poll waits at least what the API asked for.
-* **Transient errors** (5xx, 429, unreadable answers, transport failures) are tolerated up to
-  ``max_transient_errors`` *consecutive* ones; the next one is surfaced as the outcome.
-  Any successful poll resets the count. Permanent errors (401, 403, 404, ...) end the wait at once.
+* **Rate limit**: every poll takes its turn in the API key's request budget (see
+  :mod:`airflow_provider_nyne.client.budget`), which waits out a ``429`` for the whole key; a
+  rate limit never fails a wait while the deadline allows, and never counts as an error.
+* **Transient errors** (5xx, unreadable answers, transport failures: the errors whose
+  ``retryable`` is true) are tolerated up to ``max_transient_errors`` *consecutive* ones; the
+  next one is surfaced as the outcome. Any successful poll resets the count. Permanent errors
+  (401, 403, 404, ...) end the wait at once.
 * **Deadline**: ``deadline`` is an absolute wall-clock time (epoch seconds). The loop never
   sleeps past it: the last sleep is shortened so that the last poll happens right at the
   deadline, and if the job is still running then, the outcome is ``timeout``.
 
-The client passed in must not retry on its own (build it with
-``retry=RetryPolicy(max_retries=0)``): the loop's tolerance is then the only retry layer and
-``polls`` counts real HTTP requests. Per-poll work is small: only the state is read, never
-the interactions.
+The client passed in must not retry on its own (build it with ``retry=NO_RETRY``): the
+loop's tolerance is then the only retry layer. Per-poll work is small: only the state is read,
+never the interactions.
 
 This module does not import Airflow.
 """
@@ -35,15 +37,9 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
-from airflow_provider_nyne.client.errors import (
-    NyneError,
-    NyneRateLimitError,
-    NyneResponseError,
-    NyneServerError,
-    NyneTransportError,
-    NyneValidationError,
-)
+from airflow_provider_nyne.client.errors import NyneError, NyneRateLimitError, NyneValidationError
 from airflow_provider_nyne.client.models import JobState, JobStatus
+from airflow_provider_nyne.client.retry import Sleep
 from airflow_provider_nyne.client.schedule import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_JITTER,
@@ -54,14 +50,6 @@ from airflow_provider_nyne.client.schedule import (
 )
 
 log = logging.getLogger(__name__)
-
-#: The errors the loop tolerates (up to ``max_transient_errors`` in a row).
-TRANSIENT_ERRORS: tuple[type[NyneError], ...] = (
-    NyneServerError,
-    NyneTransportError,
-    NyneResponseError,
-    NyneRateLimitError,
-)
 
 WaitStatus = Literal["success", "failed", "error", "timeout"]
 
@@ -79,7 +67,9 @@ class WaitOutcome:
     :param message: what happened, naming the cause (the API's reason for ``failed``)
     :param error_code: the API's error code (``request_not_found``, ``invalid_api_key``, ...)
     :param http_status: the HTTP status of the error answer, when there was one
-    :param polls: how many status requests this wait made
+    :param polls: how many status polls this wait made
+    :param error_type: the client error's class name, so the task raises the same error
+        (``error`` and ``timeout``; see :func:`~airflow_provider_nyne.client.errors.error_from_event`)
     """
 
     status: WaitStatus
@@ -89,6 +79,7 @@ class WaitOutcome:
     error_code: str | None = None
     http_status: int | None = None
     polls: int = 0
+    error_type: str | None = None
 
     def to_event(self) -> dict[str, Any]:
         """The outcome as a trigger event payload (a plain dict)."""
@@ -98,16 +89,16 @@ class WaitOutcome:
 class AsyncStatusClient(Protocol):
     """What :func:`wait_for_job` needs from a client."""
 
-    def get_status(self, request_id: str) -> Awaitable[JobStatus]:
-        """Poll a request once."""
+    def get_status(self, request_id: str, *, deadline: float | None = None) -> Awaitable[JobStatus]:
+        """Poll a request once, waiting for room under the rate limit until ``deadline`` at most."""
         ...
 
 
 class SyncStatusClient(Protocol):
     """What :func:`wait_for_job_sync` needs from a client."""
 
-    def get_status(self, request_id: str) -> JobStatus:
-        """Poll a request once."""
+    def get_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
+        """Poll a request once, waiting for room under the rate limit until ``deadline`` at most."""
         ...
 
 
@@ -116,13 +107,8 @@ class _Poll:
     pass
 
 
-@dataclass(frozen=True)
-class _Sleep:
-    seconds: float
-
-
 _POLL = _Poll()
-_Step = _Poll | _Sleep
+_Step = _Poll | Sleep
 _PollResult = JobStatus | NyneError
 
 
@@ -146,6 +132,7 @@ def error_outcome(request_id: str, error: NyneError, polls: int = 0, note: str =
         error_code=code,
         http_status=error.status_code,
         polls=polls,
+        error_type=type(error).__name__,
     )
 
 
@@ -174,12 +161,17 @@ def _wait_steps(
             delay = max(delay, last_error.retry_after)
         if remaining > 0:
             # Never sleep past the deadline: the last poll happens right at it.
-            yield _Sleep(min(delay, remaining))
+            yield Sleep(min(delay, remaining))
         n += 1
         result = yield _POLL
         polls += 1
+        if isinstance(result, NyneRateLimitError):
+            # The key's budget found no room before the deadline (or, with the budget off, the
+            # API said 429): never a failure while time is left, and not an error in a row.
+            last_error = result
+            continue
         if isinstance(result, NyneError):
-            if not isinstance(result, TRANSIENT_ERRORS):
+            if not result.retryable:
                 return error_outcome(request_id, result, polls)
             consecutive += 1
             last_error = result
@@ -227,6 +219,7 @@ def _wait_steps(
         error_code=last_error.code if last_error is not None else None,
         http_status=last_error.status_code if last_error is not None else None,
         polls=polls,
+        error_type=type(last_error).__name__ if last_error is not None else None,
     )
 
 
@@ -245,7 +238,7 @@ async def wait_for_job(
     """
     Poll ``request_id`` until it completes, fails, errors or the deadline passes; never blocks the loop.
 
-    :param client: an async client (``AsyncNyneClient``) built without retries
+    :param client: an async client (``AsyncNyneClient``) built with ``retry=NO_RETRY``
     :param request_id: the request to wait for
     :param deadline: absolute wall-clock deadline, epoch seconds
     :param schedule: the :class:`PollSchedule` (defaults: 2 s first, x1.5, 60 s cap)
@@ -267,13 +260,13 @@ async def wait_for_job(
     step = next(steps)
     try:
         while True:
-            if isinstance(step, _Sleep):
+            if isinstance(step, Sleep):
                 await sleep(step.seconds)
                 step = next(steps)
                 continue
             result: _PollResult
             try:
-                result = await client.get_status(request_id)
+                result = await client.get_status(request_id, deadline=deadline)
             except NyneError as err:
                 result = err
             step = steps.send(result)
@@ -319,13 +312,13 @@ def wait_for_job_sync(
     step = next(steps)
     try:
         while True:
-            if isinstance(step, _Sleep):
+            if isinstance(step, Sleep):
                 sleep(step.seconds)
                 step = next(steps)
                 continue
             result: _PollResult
             try:
-                result = client.get_status(request_id)
+                result = client.get_status(request_id, deadline=deadline)
             except NyneError as err:
                 result = err
             step = steps.send(result)
@@ -340,7 +333,6 @@ __all__ = [
     "DEFAULT_MAX_POLL_INTERVAL",
     "DEFAULT_MAX_TRANSIENT_ERRORS",
     "DEFAULT_POLL_INTERVAL",
-    "TRANSIENT_ERRORS",
     "PollSchedule",
     "WaitOutcome",
     "error_outcome",

@@ -2,19 +2,21 @@
 
 The connection (type ``nyne``) holds the API key as *login*, the API secret as *password*
 and, optionally, the base URL as *host* (default ``https://api.nyne.ai``). Extra fields:
-``timeout``, ``max_retries``, ``retry_backoff``, ``callback_allowed_hosts``,
-``callback_secret``.
+``timeout``, ``max_retries``, ``retry_backoff``, ``rate_limit_per_minute``,
+``rate_limit_per_hour``, ``max_in_flight``, ``callback_allowed_hosts``, ``callback_secret``
+(and ``rate_limit_time_scale``, for simulators whose rate-limit windows are scaled down).
 
 The hook reads its connection lazily, never in ``__init__``, so building one at DAG-parse
-time costs nothing. Its async methods look the connection up with Airflow's async API and
-use a client shared by the whole event loop, so a trigger never blocks the loop.
+time costs nothing. Its async methods look the connection up with Airflow's async API, so a
+trigger never blocks the loop. Every client it builds for an API key shares that key's request
+budget in the process (see :mod:`airflow_provider_nyne.client.budget`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,15 +30,11 @@ from airflow_provider_nyne.client.errors import (
     NyneTransportError,
     NyneValidationError,
 )
-from airflow_provider_nyne.client.http import (
-    DEFAULT_BASE_URL,
-    AsyncNyneClient,
-    NyneClient,
-    RetryPolicy,
-    aload_tls_context,
-)
+from airflow_provider_nyne.client.http import DEFAULT_BASE_URL, AsyncNyneClient, NyneClient
 from airflow_provider_nyne.client.models import JobStatus
+from airflow_provider_nyne.client.ratelimit import RateLimits
 from airflow_provider_nyne.client.request import InteractionRequest
+from airflow_provider_nyne.client.retry import RetryPolicy
 from airflow_provider_nyne.get_provider_info import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
 from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID
 
@@ -54,6 +52,7 @@ class NyneConnectionSettings:
     retry_backoff: float = 1.0
     callback_allowed_hosts: tuple[str, ...] = ()
     callback_secret: str | None = None
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def __repr__(self) -> str:
         return (
@@ -73,6 +72,7 @@ class NyneConnectionSettings:
             "timeout": self.timeout,
             "retry": self.retry_policy,
             "allowed_callback_hosts": self.callback_allowed_hosts,
+            "rate_limits": self.rate_limits,
         }
 
 
@@ -106,6 +106,28 @@ def _number(
             f"connection {conn_id!r}: extra field {name!r} must not be negative", field=name
         )
     return int(number) if integer else number
+
+
+def _rate_limits(extras: Mapping[str, Any], conn_id: str) -> RateLimits:
+    """The declared rate limits; 0 switches one off (the defaults are the API's published limits)."""
+    default = RateLimits()
+
+    def limit(name: str, fallback: int | None) -> int | None:
+        value = _number(extras, name, fallback if fallback is not None else 0, conn_id, integer=True)
+        return int(value) or None
+
+    scale = _number(extras, "rate_limit_time_scale", 1.0, conn_id)
+    if not scale > 0:
+        raise NyneValidationError(
+            f"connection {conn_id!r}: extra field 'rate_limit_time_scale' must be > 0",
+            field="rate_limit_time_scale",
+        )
+    return RateLimits(
+        per_minute=limit("rate_limit_per_minute", default.per_minute),
+        per_hour=limit("rate_limit_per_hour", default.per_hour),
+        max_in_flight=limit("max_in_flight", default.max_in_flight),
+        time_scale=scale,
+    )
 
 
 def base_url_from(host: str | None, port: int | None, scheme: str | None) -> str:
@@ -179,6 +201,7 @@ def settings_from_connection(conn: Any) -> NyneConnectionSettings:
         retry_backoff=_number(extras, "retry_backoff", 1.0, conn_id),
         callback_allowed_hosts=tuple(hosts),
         callback_secret=str(secret) if secret else None,
+        rate_limits=_rate_limits(extras, conn_id),
     )
 
 
@@ -273,11 +296,14 @@ class NyneHook(BaseHook):
         return self.client
 
     async def aget_conn(self) -> AsyncNyneClient:
-        """Return the async client shared by this event loop for this connection."""
+        """
+        Return a new async client for this connection; close it when done (``async with``).
+
+        Clients of the same API key in the same event loop share one connection pool and the
+        key's request budget, so one client per waiting task costs little.
+        """
         s = await self.aget_settings()
-        if not s.base_url.startswith("http://"):
-            await aload_tls_context()
-        return AsyncNyneClient.shared(s.api_key, s.api_secret, **self._client_kwargs(s))
+        return AsyncNyneClient(s.api_key, s.api_secret, **self._client_kwargs(s))
 
     def build_request(self, **fields: Any) -> InteractionRequest:
         """Validate request fields (aliases accepted) with this connection's callback allow-list."""
@@ -286,35 +312,46 @@ class NyneHook(BaseHook):
 
     # API --------------------------------------------------------------------------------
 
-    def submit_interactions(self, request: InteractionRequest | Mapping[str, Any]) -> str:
+    def submit_interactions(
+        self, request: InteractionRequest | Mapping[str, Any], *, deadline: float | None = None
+    ) -> str:
         """
         Submit a lookup and return its request id. Costs 3 credits if it completes with results.
 
         :param request: an :class:`InteractionRequest` or API-style fields (aliases accepted)
+        :param deadline: Unix time until which to wait for room under the rate limit; past it,
+            ``NyneRateLimitError.retry_after`` says when to come back (nothing was sent)
         """
-        rid = self.client.submit(request)
+        rid = self.client.submit(request, deadline=deadline)
         self.log.info("Submitted Nyne interactions lookup: request_id=%s", rid)
         return rid
 
-    def get_interactions_status(self, request_id: str) -> JobStatus:
+    def get_interactions_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
         """
         Poll a request (free); the returned :class:`JobStatus` carries the result once completed.
 
         :param request_id: the id returned by :meth:`submit_interactions`
+        :param deadline: Unix time until which to wait for room under the rate limit
         """
-        return self.client.get_status(request_id)
+        return self.client.get_status(request_id, deadline=deadline)
+
+    def close(self) -> None:
+        """Close the synchronous client if one was built (a later call builds a new one)."""
+        client = self.__dict__.pop("client", None)
+        if client is not None:
+            client.close()
 
     async def asubmit_interactions(self, request: InteractionRequest | Mapping[str, Any]) -> str:
         """Async twin of :meth:`submit_interactions`."""
-        client = await self.aget_conn()
-        rid = await client.submit(request)
+        async with await self.aget_conn() as client:
+            rid = await client.submit(request)
         self.log.info("Submitted Nyne interactions lookup: request_id=%s", rid)
         return rid
 
     async def aget_interactions_status(self, request_id: str) -> JobStatus:
         """Async twin of :meth:`get_interactions_status`."""
-        client = await self.aget_conn()
-        return await client.get_status(request_id)
+        async with await self.aget_conn() as client:
+            return await client.get_status(request_id)
 
     def get_usage(self) -> dict[str, Any]:
         """The account's usage and credit balance (``GET /usage``, free)."""
@@ -322,8 +359,8 @@ class NyneHook(BaseHook):
 
     async def aget_usage(self) -> dict[str, Any]:
         """Async twin of :meth:`get_usage`."""
-        client = await self.aget_conn()
-        return await client.get_usage()
+        async with await self.aget_conn() as client:
+            return await client.get_usage()
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the credentials with the free ``GET /usage`` (the form's Test button, ``airflow connections test``)."""
@@ -336,9 +373,7 @@ class NyneHook(BaseHook):
         except Exception as err:
             return False, f"{type(err).__name__}: {err}"
         finally:
-            if "client" in self.__dict__:
-                self.client.close()
-                del self.__dict__["client"]
+            self.close()
         credits = next(
             (
                 usage[k]

@@ -94,7 +94,7 @@ class NyneInteractionsSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> NyneHook:
         """The hook for ``nyne_conn_id``; its client does not retry, each poke is one request."""
-        from airflow_provider_nyne.client.http import NO_RETRY
+        from airflow_provider_nyne.client.retry import NO_RETRY
         from airflow_provider_nyne.hooks.nyne import NyneHook
 
         return NyneHook(self.nyne_conn_id, retry=NO_RETRY)
@@ -111,17 +111,19 @@ class NyneInteractionsSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """Poll once: ``False`` while running, the summary when completed, raise when it failed."""
-        from airflow_provider_nyne.client.polling import TRANSIENT_ERRORS
         from airflow_provider_nyne.utils.waiting import check_event, fail_for, outcome_from_status
 
         rid = self._rid()
         try:
             status = self.hook.get_interactions_status(rid)
+        except NyneRateLimitError as err:
+            # Never a failure: poke again once the key's rate-limit window reopens.
+            self._retry_after = err.retry_after
+            self.log.info("Polling Nyne request %s waits for the rate limit (%s)", rid, err)
+            return False
         except NyneError as err:
-            if isinstance(err, TRANSIENT_ERRORS) and self._transient_errors < self.max_transient_errors:
+            if err.retryable and self._transient_errors < self.max_transient_errors:
                 self._transient_errors += 1
-                if isinstance(err, NyneRateLimitError):
-                    self._retry_after = err.retry_after
                 self.log.warning(
                     "Polling Nyne request %s failed (%s); %d/%d transient errors in a row tolerated",
                     rid,

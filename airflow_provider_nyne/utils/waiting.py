@@ -41,14 +41,8 @@ from airflow_provider_nyne.client.errors import (
     NyneCreditsError,
     NyneError,
     NyneForbiddenError,
-    NyneNotFoundError,
-    NyneRateLimitError,
-    NyneResponseError,
-    NyneServerError,
-    NyneTransportError,
-    NyneValidationError,
+    error_from_event,
 )
-from airflow_provider_nyne.client.http import NO_RETRY, is_retry_safe
 from airflow_provider_nyne.client.models import JobState, JobStatus
 from airflow_provider_nyne.client.polling import (
     DEFAULT_BACKOFF_FACTOR,
@@ -60,6 +54,7 @@ from airflow_provider_nyne.client.polling import (
     error_outcome,
     wait_for_job_sync,
 )
+from airflow_provider_nyne.client.retry import NO_RETRY
 from airflow_provider_nyne.hooks.nyne import NyneHook
 from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT
 
@@ -68,15 +63,6 @@ from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEO
 DEFER_TIMEOUT_GRACE = 120.0
 
 EVENT_STATUSES = frozenset({"success", "failed", "error", "timeout"})
-
-#: Errors a retry cannot fix: fail without burning retries.
-_PERMANENT: tuple[type[NyneError], ...] = (
-    NyneValidationError,
-    NyneAuthError,
-    NyneCreditsError,
-    NyneForbiddenError,
-    NyneNotFoundError,
-)
 
 
 def _with_conn(message: str, error: NyneError, nyne_conn_id: str | None) -> str:
@@ -103,9 +89,9 @@ def fail_for(error: NyneError, *, nyne_conn_id: str | None = None, submitting: b
     :param submitting: ``error`` came from the (paid) submission
     """
     message = _with_conn(f"Nyne: {error}", error, nyne_conn_id)
-    if isinstance(error, _PERMANENT):
+    if not error.retryable:
         return AirflowFailException(message)
-    if submitting and error.retryable and not is_retry_safe(error, idempotent=False):
+    if submitting and not error.may_retry(idempotent=False):
         # Sent, but no usable answer (read timeout, dropped connection, 500, no request id).
         return AirflowFailException(
             f"{message}. The submission may have been processed (and may be charged); it is not "
@@ -113,38 +99,6 @@ def fail_for(error: NyneError, *, nyne_conn_id: str | None = None, submitting: b
             "this task to submit again, or set reuse_request_id to attach to the running lookup."
         )
     return AirflowException(message)
-
-
-def error_from_event(event: Mapping[str, Any]) -> NyneError:
-    """
-    Rebuild the client error an ``error`` event describes (by HTTP status and error code).
-
-    :param event: a trigger event payload with ``status`` ``error``
-    """
-    message = str(event.get("message") or "the Nyne API failed")
-    status = event.get("http_status")
-    code = event.get("error_code")
-    kwargs: dict[str, Any] = {"status_code": status, "code": code, "request_id": event.get("request_id")}
-    if status in (400, 422) or (status is None and code and str(code).startswith("invalid_")):
-        return NyneValidationError(message, **kwargs)
-    if status == 401 or (status is None and code in ("missing_api_key", "missing_api_secret")):
-        # No status: the connection itself has no key or secret (found before any request).
-        return NyneAuthError(message, **kwargs)
-    if status == 402:
-        return NyneCreditsError(message, **kwargs)
-    if status == 403:
-        return NyneForbiddenError(message, **kwargs)
-    if status == 404:
-        return NyneNotFoundError(message, **kwargs)
-    if status == 429:
-        return NyneRateLimitError(message, **kwargs)
-    if isinstance(status, int) and status >= 500:
-        return NyneServerError(message, **kwargs)
-    if isinstance(status, int) and 200 <= status < 300:
-        return NyneResponseError(message, **kwargs)
-    if status is None:
-        return NyneTransportError(message, **kwargs)
-    return NyneError(message, **kwargs)
 
 
 def result_summary(request_id: str, total_count: int | None) -> dict[str, Any]:

@@ -1,67 +1,99 @@
-"""The shared async client's pool is closed when its last user is done, and reopens on demand.
+"""The pool an API key's async clients share in an event loop closes with the last of them.
 
 A triggerer that goes quiet, or an event loop that ends (``dag.test()`` runs each trigger in
-its own loop), must keep no sockets and leave no "Unclosed client session" behind.
+its own loop), must keep no sockets and leave no "Unclosed client" behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from typing import Any
 
+import httpx
 import pytest
 
+from airflow_provider_nyne.client import http as http_module
 from airflow_provider_nyne.client.http import AsyncNyneClient
 from airflow_provider_nyne.testing.simulator import NyneSimulator
-from airflow_provider_nyne.triggers import interactions as trigger_module
 from airflow_provider_nyne.triggers.interactions import NyneInteractionsTrigger
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("transport", ["auto", "httpx"])
-async def test_idle_close_reopens_on_next_request(simulator: NyneSimulator, transport: Any) -> None:
-    client = AsyncNyneClient(
-        simulator.api_key, simulator.api_secret, base_url=simulator.url, transport=transport
-    )
-    await client.get_usage()
-
-    assert await client.aclose_idle() is True
-    assert client.is_closed  # shared() hands out a fresh client from now on
-    assert (await client.get_usage()) is not None  # ...but holders of this one still work
-    assert len(simulator.ledger.usage_calls()) == 2
-
-    await client.aclose()
-    with pytest.raises(RuntimeError, match="closed"):
-        await client.get_usage()
+def _pools() -> list[httpx.AsyncClient]:
+    return [entry[0] for shared in http_module._KEYS.values() for entry in shared._pools.values()]
 
 
-async def test_last_trigger_of_a_connection_closes_the_shared_pool(
-    simulator_connection: NyneSimulator,
+async def test_triggers_share_one_pool_that_closes_after_the_last_one(
+    simulator_connection: NyneSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim = simulator_connection
     ids = [sim_submit(sim, f"user{i}") for i in range(3)]
+    seen: list[httpx.AsyncClient] = []
+    lease = http_module._SharedKey.lease
+
+    def spy(self: http_module._SharedKey, loop: asyncio.AbstractEventLoop, make: object) -> httpx.AsyncClient:
+        pool = lease(self, loop, make)
+        seen.append(pool)
+        return pool
+
+    monkeypatch.setattr(http_module._SharedKey, "lease", spy)
     triggers = [
         NyneInteractionsTrigger(rid, end_time=time.time() + 30, poll_interval=0.05, max_poll_interval=0.1)
         for rid in ids
     ]
-    shared = await trigger_module._shared_client("nyne_default")  # the one the triggers will use
-    events = []
-    for trigger in triggers:
+
+    async def first_event(trigger: NyneInteractionsTrigger) -> dict[str, object]:
         async for event in trigger.run():
-            events.append(event.payload)
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    events = await asyncio.gather(*(first_event(t) for t in triggers))
     assert [e["status"] for e in events] == ["success"] * 3
     assert [e["request_id"] for e in events] == ids
+    assert len(seen) == 3 and len({id(p) for p in seen}) == 1, "the three waits did not share one pool"
+    assert seen[0].is_closed, "the pool stays open after the last waiting trigger finished"
+    assert _pools() == []
 
-    assert shared.is_closed, "the pool stays open after the last waiting trigger finished"
-    assert not trigger_module._WAITING.get(asyncio.get_running_loop())
-    assert await trigger_module._shared_client("nyne_default") is not shared  # the next wait gets a new pool
+
+async def test_a_loop_that_ended_leaves_nothing_behind(simulator: NyneSimulator) -> None:
+    pools: list[httpx.AsyncClient] = []
+
+    def in_another_loop() -> None:
+        async def use() -> None:
+            async with AsyncNyneClient(
+                simulator.api_key, simulator.api_secret, base_url=simulator.url
+            ) as client:
+                await client.get_usage()
+                pools.append(await client._pool())
+
+        asyncio.run(use())
+
+    thread = threading.Thread(target=in_another_loop)
+    thread.start()
+    thread.join()
+    assert pools and pools[0].is_closed
+    assert _pools() == []
+    async with AsyncNyneClient(simulator.api_key, simulator.api_secret, base_url=simulator.url) as client:
+        assert (await client.get_usage()) is not None
+        assert await client._pool() is not pools[0]
+
+
+def test_proxy_environment_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a proxy (HTTPS_PROXY set) the pool sends through it: httpx reads the environment."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+
+    async def pool() -> httpx.AsyncClient:
+        async with AsyncNyneClient("key-123", "secret-456", base_url="https://api.nyne.ai") as client:
+            http = await client._pool()
+            assert http._mounts, "httpx mounted no proxy transport from HTTPS_PROXY"
+            return http
+
+    assert asyncio.run(pool()).is_closed
 
 
 def sim_submit(sim: NyneSimulator, username: str) -> str:
-    import httpx
-
     answer = httpx.post(
         f"{sim.url}/person/interactions",
         json={"type": "followers", "social_media_url": f"https://x.com/{username}"},
@@ -69,37 +101,3 @@ def sim_submit(sim: NyneSimulator, username: str) -> str:
     )
     answer.raise_for_status()
     return str(answer.json()["data"]["request_id"])
-
-
-def test_auto_transport_honours_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Behind a proxy (HTTPS_PROXY set) the auto transport is httpx's own, which honours it."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    direct = AsyncNyneClient("key-123", "secret-456", base_url="https://api.nyne.ai")
-    assert type(direct._transport).__name__ == "AiohttpTransport"
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
-    proxied = AsyncNyneClient("key-123", "secret-456", base_url="https://api.nyne.ai")
-    assert proxied._transport is None  # httpx.AsyncClient's default transport, with env proxies
-    assert proxied._http._mounts, "httpx mounted no proxy transport from HTTPS_PROXY"
-
-
-async def test_closed_loops_are_dropped_from_the_shared_registry(simulator: NyneSimulator) -> None:
-    import threading
-
-    from airflow_provider_nyne.client import http as http_module
-
-    def in_another_loop() -> None:
-        async def use() -> None:
-            client = AsyncNyneClient.shared(simulator.api_key, simulator.api_secret, base_url=simulator.url)
-            await client.get_usage()
-            await client.aclose()  # closed pool, but the entry (and its loop) would stay without pruning
-
-        asyncio.run(use())
-
-    thread = threading.Thread(target=in_another_loop)
-    thread.start()
-    thread.join()
-    assert any(loop.is_closed() for loop in http_module._SHARED)
-    AsyncNyneClient.shared(simulator.api_key, simulator.api_secret, base_url=simulator.url)
-    assert not any(loop.is_closed() for loop in http_module._SHARED)

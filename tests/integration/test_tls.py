@@ -16,7 +16,8 @@ import pytest
 
 from airflow_provider_nyne.client import http as http_module
 from airflow_provider_nyne.client.errors import NyneTransportError
-from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient, RetryPolicy
+from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient
+from airflow_provider_nyne.client.retry import RetryPolicy
 from airflow_provider_nyne.client.models import JobState
 from airflow_provider_nyne.client.request import InteractionRequest
 from airflow_provider_nyne.hooks.nyne import NyneHook
@@ -82,10 +83,9 @@ def test_sync_client_over_https(trusted: NyneSimulator) -> None:
     assert [s.request_id for s in trusted.ledger.submissions()] == [request_id]
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-async def test_async_client_over_https(trusted: NyneSimulator, transport: str) -> None:
+async def test_async_client_over_https(trusted: NyneSimulator) -> None:
     async with AsyncNyneClient(
-        trusted.api_key, trusted.api_secret, base_url=trusted.url, retry=FAST, transport=transport
+        trusted.api_key, trusted.api_secret, base_url=trusted.url, retry=FAST
     ) as client:
         request_id = await client.submit(REQUEST)
         deadline = time.monotonic() + 10

@@ -33,6 +33,7 @@ PARSE_TIME_MODULES = {
     "airflow_provider_nyne.callbacks.transfers",
     "airflow_provider_nyne.client",
     "airflow_provider_nyne.client.errors",
+    "airflow_provider_nyne.client.ratelimit",
     "airflow_provider_nyne.client.schedule",
     "airflow_provider_nyne.operators",
     "airflow_provider_nyne.operators.interactions",
@@ -142,4 +143,6 @@ print(json.dumps({"http_before": before, "names": names, "dir": sorted(set(clien
     assert result["names"]["JobState"] == "airflow_provider_nyne.client.models"
     assert result["names"]["InteractionRequest"] == "airflow_provider_nyne.client.request"
     assert result["names"]["NyneError"] == "airflow_provider_nyne.client.errors"
-    assert len(result["names"]) == 21
+    assert result["names"]["RateLimits"] == "airflow_provider_nyne.client.ratelimit"
+    assert result["names"]["RequestBudget"] == "airflow_provider_nyne.client.budget"
+    assert len(result["names"]) == 23

@@ -67,6 +67,9 @@ def test_conn_fields_are_the_extras_the_hook_reads() -> None:
         "timeout",
         "max_retries",
         "retry_backoff",
+        "rate_limit_per_minute",
+        "rate_limit_per_hour",
+        "max_in_flight",
         "callback_allowed_hosts",
         "callback_secret",
     ]

@@ -30,15 +30,13 @@ from airflow_provider_nyne.client.errors import (
     NyneServerError,
     NyneTransportError,
     NyneValidationError,
+    error_from_event,
+    error_from_response,
     redact,
 )
-from airflow_provider_nyne.client.http import (
-    NO_RETRY,
-    AsyncNyneClient,
-    NyneClient,
-    error_from_response,
-    parse_retry_after,
-)
+from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient
+from airflow_provider_nyne.client.ratelimit import UNLIMITED, parse_retry_after
+from airflow_provider_nyne.client.retry import NO_RETRY
 from airflow_provider_nyne.client.request import InteractionRequest
 
 KEY = "nyne-key-7f3a9c"
@@ -61,7 +59,7 @@ def call(kind: str, handler: Handler, what: str = "status") -> Any:
     """Run one API call with the sync or async client against ``handler``."""
     if kind == "sync":
         with NyneClient(KEY, SECRET, base_url="http://nyne.test", transport=httpx.MockTransport(handler),
-                        retry=NO_RETRY) as client:  # fmt: skip
+                        retry=NO_RETRY, rate_limits=UNLIMITED) as client:  # fmt: skip
             if what == "submit":
                 return client.submit(InteractionRequest.create("https://x.com/nasa", "followers"))
             if what == "usage":
@@ -70,7 +68,7 @@ def call(kind: str, handler: Handler, what: str = "status") -> Any:
 
     async def run() -> Any:
         async with AsyncNyneClient(KEY, SECRET, base_url="http://nyne.test", transport=httpx.MockTransport(handler),
-                                   retry=NO_RETRY) as client:  # fmt: skip
+                                   retry=NO_RETRY, rate_limits=UNLIMITED) as client:  # fmt: skip
             if what == "submit":
                 return await client.submit(InteractionRequest.create("https://x.com/nasa", "followers"))
             if what == "usage":
@@ -323,7 +321,13 @@ def test_hierarchy_lets_callers_catch_by_meaning() -> None:
         assert issubclass(cls, NyneError)
     assert issubclass(NyneValidationError, ValueError)  # bad input is a ValueError too
     retryable = {c.__name__ for c in NyneError.__subclasses__() if c.retryable}
-    assert retryable == {"NyneRateLimitError", "NyneServerError", "NyneResponseError", "NyneTransportError"}
+    assert retryable == {
+        "NyneRateLimitError",
+        "NyneServerError",
+        "NyneResponseError",
+        "NyneTransportError",
+        "NyneJobFailedError",  # a retried task submits again: a failed lookup costs nothing
+    }
 
 
 def test_str_and_repr() -> None:
@@ -384,3 +388,104 @@ def test_json_decoding_of_error_body_is_not_confused_by_content_type() -> None:
     with pytest.raises(NyneForbiddenError) as info:
         call("sync", answer(403, raw, {"content-type": "text/plain"}))
     assert info.value.reason == "ip_not_allowed"
+
+
+# --- errors through trigger events -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NyneValidationError("bad type", status_code=400, code="invalid_type", field="type"),
+        NyneValidationError("no such connection", field="nyne_conn_id"),
+        NyneAuthError("no key", code="missing_api_key"),
+        NyneAuthError("key rejected", status_code=401, code="invalid_api_key"),
+        NyneCreditsError("out of credits", status_code=402, code="insufficient_credits"),
+        NyneForbiddenError("ip", status_code=403, code="ip_not_allowed"),
+        NyneNotFoundError("expired", status_code=404, code="request_not_found"),
+        NyneRateLimitError("slow down", status_code=429, code="rate_limit_exceeded", retry_after=3),
+        NyneServerError("down", status_code=503, code="service_unavailable"),
+        NyneResponseError("not JSON", status_code=200),
+        NyneTransportError("connection reset"),
+    ],
+    ids=lambda e: f"{type(e).__name__}-{e.status_code}-{e.code}",
+)
+def test_an_error_comes_back_from_its_event_as_the_same_class(error: NyneError) -> None:
+    event = {"status": "error", "request_id": "r", **error.to_event()}
+    back = error_from_event(event)
+    assert type(back) is type(error)
+    assert (back.status_code, back.code, back.message, back.request_id) == (
+        error.status_code,
+        error.code,
+        error.message,
+        "r",
+    )
+    # The retry rules follow the class, so a task decides the same way a client would have.
+    assert back.retryable is error.retryable
+    assert back.may_retry(idempotent=False) is error.may_retry(idempotent=False)
+
+
+@pytest.mark.parametrize(
+    ("http_status", "cls"),
+    [(401, NyneAuthError), (404, NyneNotFoundError), (503, NyneServerError), (None, NyneTransportError)],
+    ids=["401", "404", "503", "no-status"],
+)
+def test_an_event_without_its_error_class_is_classified_by_status(http_status: int | None, cls: type) -> None:
+    back = error_from_event(
+        {"status": "error", "request_id": "r", "message": "m", "http_status": http_status}
+    )
+    assert type(back) is cls
+    assert back.message == "m"
+
+
+@pytest.mark.parametrize(
+    ("error", "idempotent", "expected"),
+    [
+        (NyneRateLimitError("429", status_code=429), False, True),
+        (NyneServerError("503", status_code=503), False, True),
+        (NyneServerError("500", status_code=500), False, False),
+        (NyneServerError("500", status_code=500), True, True),
+        (NyneTransportError("refused", request_sent=False), False, True),
+        (NyneTransportError("read timeout", request_sent=True), False, False),
+        (NyneTransportError("read timeout", request_sent=True), True, True),
+        (NyneResponseError("no request id", status_code=202), False, False),
+        (NyneAuthError("401", status_code=401), True, False),
+        (NyneValidationError("400", status_code=400), False, False),
+        (NyneJobFailedError("failed"), True, True),
+    ],
+    ids=[
+        "429-post",
+        "503-post",
+        "500-post",
+        "500-get",
+        "refused-post",
+        "read-timeout-post",
+        "read-timeout-get",
+        "no-request-id-post",
+        "401-get",
+        "400-post",
+        "job-failed",
+    ],
+)
+def test_may_retry_is_the_one_rule(error: NyneError, idempotent: bool, expected: bool) -> None:
+    assert error.may_retry(idempotent=idempotent) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (NyneValidationError("bad url", field="social_media_url"), True),
+        (NyneAuthError("no key", code="missing_api_key"), True),
+        (NyneCreditsError("402", status_code=402), True),
+        (NyneForbiddenError("403", status_code=403), True),
+        (NyneRateLimitError("429", status_code=429), True),
+        (NyneServerError("503", status_code=503), True),
+        (NyneServerError("500", status_code=500), False),
+        (NyneTransportError("refused", request_sent=False), True),
+        (NyneTransportError("reset", request_sent=True), False),
+        (NyneResponseError("202 without id", status_code=202), False),
+    ],
+    ids=["local-400", "no-key", "402", "403", "429", "503", "500", "refused", "reset", "unreadable"],
+)
+def test_proves_not_processed(error: NyneError, expected: bool) -> None:
+    assert error.proves_not_processed is expected

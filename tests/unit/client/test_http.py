@@ -1,9 +1,10 @@
 """NyneClient / AsyncNyneClient: request building, answers, and the retry policy.
 
 Most tests drive the real clients over ``httpx.MockTransport`` with the sleep function
-replaced by a recorder, so that delays are asserted, not waited for. The aiohttp transport is
-tested against small raw servers on 127.0.0.1, because its error mapping is what decides
-whether a POST may be sent again.
+replaced by a recorder, so that delays are asserted, not waited for; the retry policy is tested
+with the request budget off (``UNLIMITED``), the budget's own part of an exchange (a 429
+pausing the key) with it on. Transport failures are tested against small raw servers on
+127.0.0.1, because their classification is what decides whether a POST may be sent again.
 """
 
 from __future__ import annotations
@@ -31,15 +32,10 @@ from airflow_provider_nyne.client.errors import (
     NyneTransportError,
     NyneValidationError,
 )
-from airflow_provider_nyne.client.http import (
-    NO_RETRY,
-    AsyncNyneClient,
-    Credentials,
-    NyneClient,
-    RetryPolicy,
-    is_retry_safe,
-    user_agent,
-)
+from airflow_provider_nyne.client.auth import Credentials
+from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient, user_agent
+from airflow_provider_nyne.client.ratelimit import UNLIMITED, RateLimits
+from airflow_provider_nyne.client.retry import NO_RETRY, RetryPolicy
 from airflow_provider_nyne.client.models import JobState
 from airflow_provider_nyne.client.request import InteractionRequest
 
@@ -99,7 +95,11 @@ class Sleeps(list[float]):
         async def asleep(seconds: float) -> None:
             self.append(seconds)
 
-        monkeypatch.setattr(http_mod, "time", types.SimpleNamespace(sleep=self.append, time=time.time))
+        monkeypatch.setattr(
+            http_mod,
+            "time",
+            types.SimpleNamespace(sleep=self.append, time=time.time, monotonic=time.monotonic),
+        )
         monkeypatch.setattr(
             http_mod,
             "asyncio",
@@ -114,8 +114,9 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> Sleeps:
 
 
 def run(kind: str, script: Script, what: str, retry: RetryPolicy = FAST, **kwargs: Any) -> Any:
-    """One call with the sync or async client; returns the result or the raised NyneError."""
+    """One call with the sync or async client (budget off unless given); returns the result or the NyneError."""
     transport = httpx.MockTransport(script)
+    kwargs.setdefault("rate_limits", UNLIMITED)
 
     def sync() -> Any:
         with NyneClient(
@@ -512,8 +513,8 @@ def test_backoff_jitter_stays_within_its_fraction() -> None:
         pytest.param(NyneValidationError("x"), True, False, id="get-400"),
     ],
 )
-def test_is_retry_safe(error: NyneError, idempotent: bool, safe: bool) -> None:
-    assert is_retry_safe(error, idempotent=idempotent) is safe
+def test_may_retry(error: NyneError, idempotent: bool, safe: bool) -> None:
+    assert error.may_retry(idempotent=idempotent) is safe
 
 
 def test_delay_for_respects_max_retries_and_retry_after() -> None:
@@ -526,62 +527,101 @@ def test_delay_for_respects_max_retries_and_retry_after() -> None:
     assert policy.delay_for(NyneServerError("x", status_code=500), 0, idempotent=False) is None
 
 
-# --- the shared async client -------------------------------------------------------------
+# --- what clients of one API key share: the budget, and one pool per event loop -------------------
 
 
-async def test_shared_client_is_one_per_loop_and_settings() -> None:
-    a = AsyncNyneClient.shared(KEY, SECRET, base_url="http://nyne.test/", transport="httpx")
-    b = AsyncNyneClient.shared(KEY, SECRET, base_url="http://nyne.test", transport="httpx")
-    assert a is b
-    assert AsyncNyneClient.shared(KEY, SECRET, base_url="http://other.test", transport="httpx") is not a
-    assert (
-        AsyncNyneClient.shared(KEY, "another-secret", base_url="http://nyne.test", transport="httpx") is not a
-    )
-    assert (
-        AsyncNyneClient.shared(KEY, SECRET, base_url="http://nyne.test", transport="httpx", timeout=5)
-        is not a
-    )
+async def test_clients_of_one_key_share_the_budget_and_the_loops_pool() -> None:
+    a = AsyncNyneClient(KEY, SECRET, base_url="http://nyne.test/")
+    b = AsyncNyneClient(KEY, SECRET, base_url="http://nyne.test", timeout=5)
+    other_key = AsyncNyneClient(KEY, "another-secret", base_url="http://nyne.test")
+    other_host = AsyncNyneClient(KEY, SECRET, base_url="http://other.test")
+    assert a.budget is b.budget
+    assert a.budget is not other_key.budget
+    assert a.budget is not other_host.budget
+    pool = await a._pool()
+    assert await b._pool() is pool
     await a.aclose()
     assert a.is_closed
-    c = AsyncNyneClient.shared(KEY, SECRET, base_url="http://nyne.test", transport="httpx")
-    assert c is not a
-    assert not c.is_closed
+    assert not pool.is_closed  # b still uses it
+    await b.aclose()
+    assert pool.is_closed  # the last client of the key in this loop closed it
+    await other_key.aclose()
+    await other_host.aclose()
     # The sharing key holds a digest, never the credentials.
-    keys = [k for per_loop in http_mod._SHARED.values() for k in per_loop]
-    assert all(KEY not in repr(k) and SECRET not in repr(k) for k in keys)
-    await c.aclose()
+    assert all(KEY not in repr(k) and SECRET not in repr(k) for k in http_mod._KEYS)
 
 
-def test_shared_client_differs_between_loops() -> None:
-    async def get() -> AsyncNyneClient:
-        return AsyncNyneClient.shared(KEY, SECRET, base_url="http://loops.test", transport="httpx")
+def test_each_event_loop_gets_its_own_pool() -> None:
+    async def pool_of(client: AsyncNyneClient) -> httpx.AsyncClient:
+        return await client._pool()
 
+    c1 = AsyncNyneClient(KEY, SECRET, base_url="http://loops.test")
+    c2 = AsyncNyneClient(KEY, SECRET, base_url="http://loops.test")
     loop1, loop2 = asyncio.new_event_loop(), asyncio.new_event_loop()
     try:
-        c1, c2 = loop1.run_until_complete(get()), loop2.run_until_complete(get())
-        assert c1 is not c2
-        assert loop1.run_until_complete(get()) is c1
+        p1, p2 = loop1.run_until_complete(pool_of(c1)), loop2.run_until_complete(pool_of(c2))
+        assert p1 is not p2
+        assert c1.budget is c2.budget  # one budget per key and process, whatever the loop
         loop1.run_until_complete(c1.aclose())
         loop2.run_until_complete(c2.aclose())
+        assert p1.is_closed and p2.is_closed
     finally:
         loop1.close()
         loop2.close()
 
 
-def test_shared_outside_a_loop_fails_loudly() -> None:
-    with pytest.raises(RuntimeError):
-        AsyncNyneClient.shared(KEY, SECRET)
+async def test_a_closed_client_refuses_to_send() -> None:
+    client = AsyncNyneClient(KEY, SECRET, base_url="http://nyne.test")
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.get_usage()
 
 
-async def test_auto_transport_uses_aiohttp() -> None:
-    from httpx_aiohttp import AiohttpTransport
+def test_declarations_of_one_key_merge_to_the_stricter() -> None:
+    with (
+        NyneClient(KEY, SECRET, base_url="http://merge.test", rate_limits=RateLimits(per_minute=60)) as a,
+        NyneClient(KEY, SECRET, base_url="http://merge.test", rate_limits=RateLimits(per_minute=10)) as b,
+    ):
+        assert a.budget is b.budget
+        assert a.budget.limits.per_minute == 10
 
-    async with AsyncNyneClient(KEY, SECRET) as auto, AsyncNyneClient(KEY, SECRET, transport="httpx") as plain:
-        assert isinstance(auto._http._transport, AiohttpTransport)
-        assert not isinstance(plain._http._transport, AiohttpTransport)
+
+# --- the budget's part of an exchange ---------------------------------------------------------------
 
 
-# --- real sockets: the aiohttp transport's error mapping ------------------------------------------
+@KINDS
+def test_429_pauses_the_key_and_resends_without_counting_an_attempt(kind: str) -> None:
+    # With the budget on, three 429s in a row cost no attempt even with retries off: the call
+    # waits out each Retry-After (50 ms here) and the lookup is submitted once accepted.
+    script = Script(*[status(429, {"Retry-After": "0.05"})] * 3, ok_submit("req_ok"))
+    started = time.monotonic()
+    result = run(kind, script, "submit", retry=NO_RETRY, rate_limits=RateLimits())
+    assert result == "req_ok"
+    assert len(script.requests) == 4
+    assert time.monotonic() - started >= 0.15  # the three pauses were really waited out
+
+
+@KINDS
+def test_429_beyond_the_deadline_raises_with_when_to_come_back(kind: str) -> None:
+    script = Script(status(429, {"Retry-After": "30"}), ok_submit())
+    transport = httpx.MockTransport(script)
+    deadline = time.time() + 1
+
+    async def async_() -> Any:
+        async with AsyncNyneClient(KEY, SECRET, base_url="http://nyne.test", transport=transport) as c:
+            return await c.submit(REQUEST, deadline=deadline)
+
+    with pytest.raises(NyneRateLimitError) as info:
+        if kind == "sync":
+            with NyneClient(KEY, SECRET, base_url="http://nyne.test", transport=transport) as c:
+                c.submit(REQUEST, deadline=deadline)
+        else:
+            asyncio.run(async_())
+    assert len(script.requests) == 1  # the pause outlasts the deadline: nothing more was sent
+    assert info.value.retry_after == pytest.approx(30, abs=1)
+
+
+# --- real sockets: transport failures ------------------------------------------------------------
 
 
 class RawServer:
@@ -640,25 +680,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-TRANSPORTS = pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-
-
-@TRANSPORTS
 @pytest.mark.parametrize(
     ("raw_server", "kind"),
     [
-        pytest.param("drop", "ServerDisconnectedError|RemoteProtocolError", id="drop-after-reading"),
-        pytest.param("garbage", "ClientResponseError|RemoteProtocolError", id="garbage-status-line"),
-        pytest.param("half-body", "ClientPayloadError|RemoteProtocolError", id="truncated-body"),
+        pytest.param("drop", "RemoteProtocolError", id="drop-after-reading"),
+        pytest.param("garbage", "RemoteProtocolError", id="garbage-status-line"),
+        pytest.param("half-body", "RemoteProtocolError", id="truncated-body"),
     ],
     indirect=["raw_server"],
 )
 async def test_post_over_real_socket_not_retried_when_answer_is_lost(
-    raw_server: RawServer, kind: str, transport: str, sleeps: Sleeps
+    raw_server: RawServer, kind: str, sleeps: Sleeps
 ) -> None:
-    async with AsyncNyneClient(
-        KEY, SECRET, base_url=raw_server.url, transport=transport, retry=FAST
-    ) as client:
+    async with AsyncNyneClient(KEY, SECRET, base_url=raw_server.url, retry=FAST) as client:
         with pytest.raises(NyneTransportError) as info:
             await client.submit(REQUEST)
     assert info.value.request_sent is True
@@ -667,37 +701,26 @@ async def test_post_over_real_socket_not_retried_when_answer_is_lost(
     assert len(raw_server.requests) == 1  # exactly one POST reached the server
     assert raw_server.requests[0].startswith(b"POST /person/interactions ")
     assert sleeps == []
-    # aiohttp's exception reprs include the request headers; nothing of them may leak into ours.
+    # Nothing of the request headers may leak into the error, its cause or its context.
     text = f"{info.value} {info.value!r} {info.value.__cause__!r} {info.value.__context__!r}"
     assert KEY not in text
     assert SECRET not in text
 
 
-@TRANSPORTS
 @pytest.mark.parametrize("raw_server", ["drop"], indirect=True)
-async def test_get_over_real_socket_retried_then_gives_up(
-    raw_server: RawServer, transport: str, sleeps: Sleeps
-) -> None:
+async def test_get_over_real_socket_retried_then_gives_up(raw_server: RawServer, sleeps: Sleeps) -> None:
     policy = RetryPolicy(max_retries=2, backoff_base=0.01, jitter=0.0)
-    async with AsyncNyneClient(
-        KEY, SECRET, base_url=raw_server.url, transport=transport, retry=policy
-    ) as client:
+    async with AsyncNyneClient(KEY, SECRET, base_url=raw_server.url, retry=policy) as client:
         with pytest.raises(NyneTransportError) as info:
             await client.get_status("req_1")
     assert info.value.message.endswith("(after 3 attempts)")
     assert sleeps == [0.01, 0.02]
-    # aiohttp itself re-sends an idempotent GET once on a dropped connection; we count ours.
-    assert len(raw_server.requests) in (3, 6)
+    assert len(raw_server.requests) == 3
 
 
-@TRANSPORTS
 @pytest.mark.parametrize("raw_server", ["silent"], indirect=True)
-async def test_post_read_timeout_over_real_socket(
-    raw_server: RawServer, transport: str, sleeps: Sleeps
-) -> None:
-    async with AsyncNyneClient(
-        KEY, SECRET, base_url=raw_server.url, transport=transport, retry=FAST, timeout=0.2
-    ) as client:
+async def test_post_read_timeout_over_real_socket(raw_server: RawServer, sleeps: Sleeps) -> None:
+    async with AsyncNyneClient(KEY, SECRET, base_url=raw_server.url, retry=FAST, timeout=0.2) as client:
         with pytest.raises(NyneTransportError) as info:
             await client.submit(REQUEST)
     assert info.value.request_sent is True
@@ -706,10 +729,9 @@ async def test_post_read_timeout_over_real_socket(
     assert sleeps == []
 
 
-@TRANSPORTS
-async def test_post_over_real_socket_retried_when_refused(transport: str, sleeps: Sleeps) -> None:
+async def test_post_over_real_socket_retried_when_refused(sleeps: Sleeps) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    async with AsyncNyneClient(KEY, SECRET, base_url=url, transport=transport, retry=FAST) as client:
+    async with AsyncNyneClient(KEY, SECRET, base_url=url, retry=FAST) as client:
         with pytest.raises(NyneTransportError) as info:
             await client.submit(REQUEST)
     assert info.value.request_sent is False

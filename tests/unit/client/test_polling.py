@@ -77,6 +77,7 @@ class ScriptedClient:
         self.clock = clock
         self.script = list(script)
         self.poll_times: list[float] = []
+        self.deadlines: list[float | None] = []
 
     def _next(self, request_id: str) -> JobStatus:
         assert request_id == "req-1"
@@ -86,12 +87,14 @@ class ScriptedClient:
             raise item
         return item
 
-    def get_status(self, request_id: str) -> JobStatus:
+    def get_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
+        self.deadlines.append(deadline)
         return self._next(request_id)
 
 
 class AsyncScriptedClient(ScriptedClient):
-    async def get_status(self, request_id: str) -> JobStatus:  # type: ignore[override]
+    async def get_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:  # type: ignore[override]
+        self.deadlines.append(deadline)
         return self._next(request_id)
 
 
@@ -290,13 +293,33 @@ async def test_retry_after_beyond_the_deadline_is_cut_at_the_deadline(run: Runne
         NyneServerError("internal error", status_code=500, code="internal_error"),
         NyneTransportError("connection reset"),
         NyneResponseError("not JSON", status_code=200),
-        rate_limited(1),
     ],
-    ids=["503", "500", "transport", "unreadable", "429"],
+    ids=["503", "500", "transport", "unreadable"],
 )
 async def test_transient_errors_are_tolerated_up_to_the_limit(run: Runner, error: NyneError) -> None:
     outcome, _ = await run(FakeClock(), [error, error, error, completed(5)], max_transient_errors=3)
     assert (outcome.status, outcome.total_count, outcome.polls) == ("success", 5, 4)
+
+
+async def test_rate_limits_never_count_as_errors_in_a_row(run: Runner) -> None:
+    # Twenty 429s in a row with a tolerance of 2 transient errors: the wait still succeeds.
+    outcome, _ = await run(FakeClock(), [*[rate_limited(1)] * 20, completed(5)], max_transient_errors=2)
+    assert (outcome.status, outcome.total_count, outcome.polls) == ("success", 5, 21)
+
+
+async def test_rate_limit_until_the_deadline_is_a_timeout_not_an_error(run: Runner) -> None:
+    outcome, _ = await run(FakeClock(), [rate_limited(5)], deadline=START + 30, max_transient_errors=0)
+    assert outcome.status == "timeout"
+    assert (outcome.http_status, outcome.error_code, outcome.error_type) == (
+        429,
+        "rate_limit_exceeded",
+        "NyneRateLimitError",
+    )
+
+
+async def test_every_poll_may_wait_for_the_rate_limit_until_the_deadline(run: Runner) -> None:
+    _, client = await run(FakeClock(), [running(), completed()], deadline=START + 300)
+    assert client.deadlines == [START + 300, START + 300]
 
 
 async def test_one_transient_error_too_many_surfaces_the_last_one(run: Runner) -> None:
@@ -369,6 +392,7 @@ def test_outcome_event_is_plain_values() -> None:
         "error_code": None,
         "http_status": None,
         "polls": 3,
+        "error_type": None,
     }
 
 

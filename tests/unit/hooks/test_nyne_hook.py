@@ -18,7 +18,9 @@ import pytest
 
 from airflow_provider_nyne._compat import AirflowNotFoundException
 from airflow_provider_nyne.client.errors import NyneAuthError, NyneValidationError
-from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient, RetryPolicy
+from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient
+from airflow_provider_nyne.client.ratelimit import RateLimits
+from airflow_provider_nyne.client.retry import RetryPolicy
 from airflow_provider_nyne.client.models import JobState
 from airflow_provider_nyne.get_provider_info import CONN_FIELDS
 from airflow_provider_nyne.hooks.nyne import (
@@ -346,11 +348,12 @@ async def test_async_calls(api: FakeAPI, set_conn: Any) -> None:
     assert (await hook.aget_interactions_status("req_7")).state is JobState.COMPLETED
     assert (await hook.aget_usage())["credits_remaining"] == 97
     assert json.loads(api.seen[0]["body"])["type"] == "following"
-    # Every hook on this loop with this connection shares one client (one small pool).
-    client = await hook.aget_conn()
-    assert isinstance(client, AsyncNyneClient)
-    assert await NyneHook().aget_conn() is client
-    await client.aclose()
+    # Every client of this API key shares the key's request budget; each call closed its client.
+    async with await hook.aget_conn() as client, await NyneHook().aget_conn() as other:
+        assert isinstance(client, AsyncNyneClient)
+        assert other is not client
+        assert other.budget is client.budget
+        assert client.budget.sent == 3  # submit, status and usage above all took their turn
 
 
 async def test_aget_settings_reads_env_connection(set_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -482,6 +485,7 @@ def test_settings_dataclass_defaults() -> None:
         "timeout": 30.0,
         "retry": RetryPolicy(max_retries=3, backoff_base=1.0),
         "allowed_callback_hosts": (),
+        "rate_limits": RateLimits(per_minute=60, per_hour=1000, max_in_flight=4),
     }
 
 
@@ -553,6 +557,9 @@ def test_get_connection_form_widgets_with_stand_in_libraries(fake_form_libraries
         "timeout": "StringField",
         "max_retries": "IntegerField",
         "retry_backoff": "StringField",
+        "rate_limit_per_minute": "IntegerField",
+        "rate_limit_per_hour": "IntegerField",
+        "max_in_flight": "IntegerField",
         "callback_allowed_hosts": "StringField",
         "callback_secret": "PasswordField",
     }

@@ -41,8 +41,15 @@ class FakeAsyncClient:
     def __init__(self, script: list[JobStatus | NyneError]) -> None:
         self.script = list(script)
         self.calls = 0
+        self.closed = False
 
-    async def get_status(self, request_id: str) -> JobStatus:
+    async def __aenter__(self) -> FakeAsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.closed = True
+
+    async def get_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
         self.calls += 1
         item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(item, NyneError):
@@ -162,6 +169,7 @@ def test_bad_schedule_fails_when_the_task_defers(kwargs: dict[str, float]) -> No
                 "error_code": "request_not_found",
                 "http_status": 404,
                 "polls": 1,
+                "error_type": "NyneNotFoundError",
             },
         ),
         (
@@ -172,6 +180,7 @@ def test_bad_schedule_fails_when_the_task_defers(kwargs: dict[str, float]) -> No
                 "error_code": "invalid_api_key",
                 "http_status": 401,
                 "polls": 1,
+                "error_type": "NyneAuthError",
             },
         ),
         (
@@ -182,6 +191,7 @@ def test_bad_schedule_fails_when_the_task_defers(kwargs: dict[str, float]) -> No
                 "error_code": "ip_not_allowed",
                 "http_status": 403,
                 "polls": 1,
+                "error_type": "NyneForbiddenError",
             },
         ),
     ],
@@ -198,6 +208,7 @@ async def test_one_event_per_terminal_status(
         "message": None,
         "error_code": None,
         "http_status": None,
+        "error_type": None,
     }
     assert event.payload == {**base, **expected}
 

@@ -37,7 +37,6 @@ from airflow_provider_nyne.utils.waiting import (
     check_event,
     deadline_after,
     defer_to_trigger,
-    error_from_event,
     fail_for,
     outcome_from_status,
     result_summary,
@@ -137,53 +136,6 @@ def test_submission_failures_that_may_have_been_processed_are_not_retried(
     if expected is AirflowFailException:
         assert "may have been processed" in str(exc)
         assert "reuse_request_id" in str(exc)
-
-
-# --- error_from_event ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("http_status", "code", "cls"),
-    [
-        (400, "invalid_type", NyneValidationError),
-        (None, "invalid_nyne_conn_id", NyneValidationError),
-        (None, "missing_api_key", NyneAuthError),
-        (401, "invalid_api_key", NyneAuthError),
-        (402, "insufficient_credits", NyneCreditsError),
-        (403, "ip_not_allowed", NyneForbiddenError),
-        (404, "request_not_found", NyneNotFoundError),
-        (429, "rate_limit_exceeded", NyneRateLimitError),
-        (503, "service_unavailable", NyneServerError),
-        (200, None, NyneResponseError),
-        (None, None, NyneTransportError),
-    ],
-    ids=[
-        "400",
-        "no-connection",
-        "no-key",
-        "401",
-        "402",
-        "403",
-        "404",
-        "429",
-        "503",
-        "unreadable",
-        "transport",
-    ],
-)
-def test_error_from_event_rebuilds_the_error_class(
-    http_status: int | None, code: str | None, cls: type
-) -> None:
-    event = {
-        "status": "error",
-        "request_id": "r",
-        "message": "m",
-        "error_code": code,
-        "http_status": http_status,
-    }
-    error = error_from_event(event)
-    assert type(error) is cls
-    assert (error.status_code, error.code, error.message, error.request_id) == (http_status, code, "m", "r")
 
 
 # --- check_event --------------------------------------------------------------------------
