@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
+
 _HOME = os.environ.get("NYNE_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="nyne-airflow-home-")
 os.environ["NYNE_TEST_AIRFLOW_HOME"] = _HOME
 os.environ["AIRFLOW_HOME"] = _HOME
@@ -23,8 +25,6 @@ os.environ.setdefault(
 )
 # Never reach out of the machine from tests.
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-
-import pytest
 
 pytest_plugins = [
     "tests.fixtures.airflow",

@@ -20,9 +20,9 @@ from airflow_provider_nyne.client.errors import (
     NyneTransportError,
 )
 from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient
-from airflow_provider_nyne.client.retry import RetryPolicy
 from airflow_provider_nyne.client.models import JobState, JobStatus
 from airflow_provider_nyne.client.request import InteractionRequest
+from airflow_provider_nyne.client.retry import RetryPolicy
 from airflow_provider_nyne.hooks.nyne import NyneHook
 from airflow_provider_nyne.testing.simulator import NyneSimulator
 

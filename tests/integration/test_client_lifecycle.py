@@ -52,7 +52,8 @@ async def test_triggers_share_one_pool_that_closes_after_the_last_one(
     events = await asyncio.gather(*(first_event(t) for t in triggers))
     assert [e["status"] for e in events] == ["success"] * 3
     assert [e["request_id"] for e in events] == ids
-    assert len(seen) == 3 and len({id(p) for p in seen}) == 1, "the three waits did not share one pool"
+    assert len(seen) == 3
+    assert len({id(p) for p in seen}) == 1, "the three waits did not share one pool"
     assert seen[0].is_closed, "the pool stays open after the last waiting trigger finished"
     assert _pools() == []
 
@@ -73,7 +74,8 @@ async def test_a_loop_that_ended_leaves_nothing_behind(simulator: NyneSimulator)
     thread = threading.Thread(target=in_another_loop)
     thread.start()
     thread.join()
-    assert pools and pools[0].is_closed
+    assert pools
+    assert pools[0].is_closed
     assert _pools() == []
     async with AsyncNyneClient(simulator.api_key, simulator.api_secret, base_url=simulator.url) as client:
         assert (await client.get_usage()) is not None

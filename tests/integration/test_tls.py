@@ -17,9 +17,9 @@ import pytest
 from airflow_provider_nyne.client import http as http_module
 from airflow_provider_nyne.client.errors import NyneTransportError
 from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient
-from airflow_provider_nyne.client.retry import RetryPolicy
 from airflow_provider_nyne.client.models import JobState
 from airflow_provider_nyne.client.request import InteractionRequest
+from airflow_provider_nyne.client.retry import RetryPolicy
 from airflow_provider_nyne.hooks.nyne import NyneHook
 from airflow_provider_nyne.testing.simulator import NyneSimulator
 from airflow_provider_nyne.triggers.interactions import NyneInteractionsTrigger

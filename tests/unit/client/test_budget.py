@@ -8,6 +8,7 @@ real, short waits.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import threading
 import time
@@ -113,7 +114,8 @@ def test_in_flight_cap_blocks_until_an_answer_comes_back() -> None:
     clock = Clock()
     budget = make(clock, per_minute=None, per_hour=None, max_in_flight=2)
     first, second = budget._enqueue(clock()), budget._enqueue(clock())
-    assert isinstance(first, Permit) and isinstance(second, Permit)
+    assert isinstance(first, Permit)
+    assert isinstance(second, Permit)
     third = budget._enqueue(clock())
     assert not isinstance(third, Permit)
     assert budget._try(third) == math.inf  # woken by an answer, not by time
@@ -183,7 +185,7 @@ def test_the_servers_limit_corrects_the_declared_one() -> None:
     assert budget.limits.per_hour == 500
     # Paced at the learned rate: one every 6 s.
     times = [take(budget, clock) for _ in range(3)]
-    assert [b - a for a, b in zip(times, times[1:])] == pytest.approx([6.0, 6.0])
+    assert [b - a for a, b in itertools.pairwise(times)] == pytest.approx([6.0, 6.0])
 
 
 def test_a_429_pauses_every_caller_of_the_key_for_its_retry_after() -> None:

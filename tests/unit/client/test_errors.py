@@ -36,8 +36,8 @@ from airflow_provider_nyne.client.errors import (
 )
 from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient
 from airflow_provider_nyne.client.ratelimit import UNLIMITED, parse_retry_after
-from airflow_provider_nyne.client.retry import NO_RETRY
 from airflow_provider_nyne.client.request import InteractionRequest
+from airflow_provider_nyne.client.retry import NO_RETRY
 
 KEY = "nyne-key-7f3a9c"
 SECRET = "nyne-secret-0b1d2e"

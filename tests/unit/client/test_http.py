@@ -23,6 +23,7 @@ import pytest
 
 from airflow_provider_nyne import __version__
 from airflow_provider_nyne.client import http as http_mod
+from airflow_provider_nyne.client.auth import Credentials
 from airflow_provider_nyne.client.errors import (
     NyneAuthError,
     NyneError,
@@ -32,12 +33,11 @@ from airflow_provider_nyne.client.errors import (
     NyneTransportError,
     NyneValidationError,
 )
-from airflow_provider_nyne.client.auth import Credentials
 from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient, user_agent
-from airflow_provider_nyne.client.ratelimit import UNLIMITED, RateLimits
-from airflow_provider_nyne.client.retry import NO_RETRY, RetryPolicy
 from airflow_provider_nyne.client.models import JobState
+from airflow_provider_nyne.client.ratelimit import UNLIMITED, RateLimits
 from airflow_provider_nyne.client.request import InteractionRequest
+from airflow_provider_nyne.client.retry import NO_RETRY, RetryPolicy
 
 KEY = "nyne-key-7f3a9c"
 SECRET = "nyne-secret-0b1d2e"
@@ -564,7 +564,8 @@ def test_each_event_loop_gets_its_own_pool() -> None:
         assert c1.budget is c2.budget  # one budget per key and process, whatever the loop
         loop1.run_until_complete(c1.aclose())
         loop2.run_until_complete(c2.aclose())
-        assert p1.is_closed and p2.is_closed
+        assert p1.is_closed
+        assert p2.is_closed
     finally:
         loop1.close()
         loop2.close()
@@ -611,12 +612,12 @@ def test_429_beyond_the_deadline_raises_with_when_to_come_back(kind: str) -> Non
         async with AsyncNyneClient(KEY, SECRET, base_url="http://nyne.test", transport=transport) as c:
             return await c.submit(REQUEST, deadline=deadline)
 
+    def sync() -> Any:
+        with NyneClient(KEY, SECRET, base_url="http://nyne.test", transport=transport) as c:
+            return c.submit(REQUEST, deadline=deadline)
+
     with pytest.raises(NyneRateLimitError) as info:
-        if kind == "sync":
-            with NyneClient(KEY, SECRET, base_url="http://nyne.test", transport=transport) as c:
-                c.submit(REQUEST, deadline=deadline)
-        else:
-            asyncio.run(async_())
+        sync() if kind == "sync" else asyncio.run(async_())
     assert len(script.requests) == 1  # the pause outlasts the deadline: nothing more was sent
     assert info.value.retry_after == pytest.approx(30, abs=1)
 

@@ -19,9 +19,9 @@ import pytest
 from airflow_provider_nyne._compat import AirflowNotFoundException
 from airflow_provider_nyne.client.errors import NyneAuthError, NyneValidationError
 from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient
+from airflow_provider_nyne.client.models import JobState
 from airflow_provider_nyne.client.ratelimit import RateLimits
 from airflow_provider_nyne.client.retry import RetryPolicy
-from airflow_provider_nyne.client.models import JobState
 from airflow_provider_nyne.get_provider_info import CONN_FIELDS
 from airflow_provider_nyne.hooks.nyne import (
     NyneConnectionSettings,
