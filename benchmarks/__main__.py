@@ -3,7 +3,7 @@
 Usage::
 
     python -m benchmarks                 # everything, default sizes (what `make bench` runs)
-    python -m benchmarks --only fleet    # one section: fleet, fleet_tls, transport, worker_time, parse, schedule
+    python -m benchmarks --only fleet    # one section: fleet, fleet_tls, worker_time, parse, schedule
     python -m benchmarks --size small    # tiny sizes: checks the code paths in seconds, numbers meaningless
     python -m benchmarks --output -      # print only, write no file
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks._common import BENCH_DIR, SimulatorProcess, Table, compile_sources, machine_info, scratch_dir
 
-SECTIONS = ("fleet", "fleet_tls", "transport", "worker_time", "parse", "schedule")
+SECTIONS = ("fleet", "fleet_tls", "worker_time", "parse", "schedule")
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,6 @@ class Sizes:
     :param fleet_jobs: shortest and longest job of the fleet, seconds
     :param fleet_interval: the generic trigger's fixed poll interval, seconds
     :param fleet_tls_jobs: shortest and longest job of the HTTPS fleet table, seconds
-    :param transport: waiters in the transport table
-    :param transport_jobs: shortest and longest job of the transport table, seconds
     :param worker: lookups per sensor in the worker-time table
     :param worker_jobs: shortest and longest job of the worker-time table, seconds
     :param parse_reps: parses of each file in forked children
@@ -43,8 +41,6 @@ class Sizes:
     fleet_jobs: tuple[float, float]
     fleet_interval: float
     fleet_tls_jobs: tuple[float, float]
-    transport: int
-    transport_jobs: tuple[float, float]
     worker: int
     worker_jobs: tuple[float, float]
     parse_reps: int
@@ -57,8 +53,6 @@ SIZES = {
         fleet_jobs=(1.0, 30.0),
         fleet_interval=2.0,
         fleet_tls_jobs=(1.0, 15.0),
-        transport=1000,
-        transport_jobs=(2.0, 8.0),
         worker=20,
         worker_jobs=(8.0, 12.0),
         parse_reps=15,
@@ -69,8 +63,6 @@ SIZES = {
         fleet_jobs=(0.5, 1.0),
         fleet_interval=0.5,
         fleet_tls_jobs=(0.5, 1.0),
-        transport=5,
-        transport_jobs=(0.5, 1.0),
         worker=2,
         worker_jobs=(0.5, 1.0),
         parse_reps=2,
@@ -81,7 +73,7 @@ SIZES = {
 
 def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = print) -> list[Table]:
     """Run the named sections in order and return their tables."""
-    from benchmarks.fleet import fleet_table, transport_table
+    from benchmarks.fleet import fleet_table
     from benchmarks.parse import parse_table
     from benchmarks.poll_schedule import poll_schedule_table
     from benchmarks.worker_time import worker_time_table
@@ -89,7 +81,7 @@ def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = prin
     compile_sources()
     tables: list[Table] = []
     with scratch_dir("run-") as workdir:
-        needs_sim = {"fleet", "transport", "worker_time"} & set(sections)
+        needs_sim = {"fleet", "worker_time"} & set(sections)
         sim = SimulatorProcess(workdir).start() if needs_sim else None
         tls_sim = None
         try:
@@ -109,10 +101,6 @@ def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = prin
                     table = fleet_table(
                         tls_sim, workdir / "tls", sizes.fleet, low, high, sizes.fleet_interval
                     )[0]
-                elif section == "transport":
-                    assert sim is not None
-                    low, high = sizes.transport_jobs
-                    table = transport_table(sim, workdir, sizes.transport, low, high, sizes.fleet_interval)[0]
                 elif section == "worker_time":
                     assert sim is not None
                     low, high = sizes.worker_jobs

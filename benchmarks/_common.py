@@ -33,7 +33,6 @@ VERSIONED_PACKAGES = (
     "apache-airflow-providers-http",
     "httpx",
     "aiohttp",
-    "httpx-aiohttp",
     "uvicorn",
 )
 
@@ -423,10 +422,21 @@ class SimulatorProcess:
             )
         return states
 
-    def nyne_connection(self) -> str:
-        """JSON for ``AIRFLOW_CONN_<ID>`` of a ``nyne`` connection to this server."""
+    def nyne_connection(self, **extra: Any) -> str:
+        """
+        JSON for ``AIRFLOW_CONN_<ID>`` of a ``nyne`` connection to this server.
+
+        It declares no rate limit, as the server has none (extras given here override that).
+        """
+        extras = {"rate_limit_per_minute": 0, "rate_limit_per_hour": 0, **extra}
         return json.dumps(
-            {"conn_type": "nyne", "login": self.api_key, "password": self.api_secret, "host": self.url}
+            {
+                "conn_type": "nyne",
+                "login": self.api_key,
+                "password": self.api_secret,
+                "host": self.url,
+                "extra": extras,
+            }
         )
 
     def http_connection(self) -> str:

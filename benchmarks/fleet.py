@@ -15,10 +15,6 @@ Kinds:
 * ``nyne``: :class:`~airflow_provider_nyne.triggers.interactions.NyneInteractionsTrigger`.
 * ``http``: the HTTP provider's ``HttpEventTrigger`` with a ``response_check_path``
   checking ``data.status`` (:mod:`benchmarks._http_check`), polling at a fixed interval.
-* ``client-aiohttp``, ``client-httpx-10``, ``client-httpx-100``: one shared
-  :class:`~airflow_provider_nyne.client.http.AsyncNyneClient` polled at a fixed interval by
-  every waiter, over httpx's API on aiohttp's pool, or httpx's own pool of 10 or 100
-  connections (the transport comparison).
 """
 
 from __future__ import annotations
@@ -53,7 +49,7 @@ from benchmarks._common import (
 
 NYNE_CONN_ID = "nyne_bench"
 HTTP_CONN_ID = "http_bench"
-CHILD_KINDS = ("nyne", "http", "client-aiohttp", "client-httpx-10", "client-httpx-100")
+CHILD_KINDS = ("nyne", "http")
 TICK = 0.01
 
 # Child side -----------------------------------------------------------------------------
@@ -198,56 +194,13 @@ def _http_waiters(ids: Sequence[str], interval: float | None) -> list[Callable[[
     return [lambda t=t: _first_event(t.run()) for t in triggers]
 
 
-def _client_waiters(
-    kind: str, ids: Sequence[str], interval: float | None, settings: dict[str, str]
-) -> list[Callable[[], Awaitable[Any]]]:
-    from airflow_provider_nyne.client.http import AsyncNyneClient
-
-    transport, _, pool = kind.removeprefix("client-").partition("-")
-    options: dict[str, Any] = {"transport": transport}
-    if pool:
-        options["max_connections"] = int(pool)
-    every = interval if interval is not None else 2.0
-
-    async def wait(rid: str) -> Any:
-        client = AsyncNyneClient.shared(
-            settings["login"], settings["password"], base_url=settings["host"], **options
-        )
-        while True:
-            status = await client.get_status(rid)
-            if status.is_terminal:
-                payload = {
-                    "status": "success" if status.status == "completed" else status.status,
-                    "request_id": status.request_id,
-                    "total_count": status.total_count,
-                }
-                return payload, time.time()
-            await asyncio.sleep(every)
-
-    return [lambda rid=rid: wait(rid) for rid in ids]
-
-
-async def _close_shared_clients() -> None:
-    from airflow_provider_nyne.client import http
-
-    for clients in list(http._SHARED.values()):
-        for client in clients.values():
-            await client.aclose()
-
-
 def _waiters(kind: str, ids: Sequence[str], interval: float | None) -> list[Callable[[], Awaitable[Any]]]:
-    if kind == "nyne":
-        return _nyne_waiters(ids, interval)
-    if kind == "http":
-        return _http_waiters(ids, interval)
-    settings = json.loads(os.environ[f"AIRFLOW_CONN_{NYNE_CONN_ID.upper()}"])
-    return _client_waiters(kind, ids, interval, settings)
+    return _nyne_waiters(ids, interval) if kind == "nyne" else _http_waiters(ids, interval)
 
 
 async def _warm_up(kind: str, request_id: str) -> None:
     """One short wait in a throwaway loop: lazy imports and one-time set-up, as in a triggerer that has been running."""
     await asyncio.gather(*(w() for w in _waiters(kind, [request_id], 0.05)))
-    await _close_shared_clients()
 
 
 async def _ticker_cost(seconds: float = 1.0) -> float:
@@ -288,7 +241,6 @@ async def _child_main(
         else [*summarise(p[0]), p[1]]
         for p in payloads
     ]
-    await _close_shared_clients()
     return {
         "kind": kind,
         "count": len(ids),
@@ -562,7 +514,9 @@ def fleet_table(
         STALL_NOTE,
         f"Every event was checked against the simulator (status success, request id, total_count). "
         f"The simulator ran in its own process and used {nyne.sim_cpu_s:.1f} s of CPU for ours and "
-        f"{http.sim_cpu_s:.1f} s for the HTTP trigger; its rate limits were off. Jobs were submitted "
+        f"{http.sim_cpu_s:.1f} s for the HTTP trigger; its rate limits were off, and the `nyne` "
+        "connection declared none (each poll still took its turn in the key's request budget, "
+        "with its default cap of 4 requests in flight). Jobs were submitted "
         f"just before each run, longest first (within {max(nyne.submit_span_s, http.submit_span_s):.1f} s).",
     ]
     if sim.tls:
@@ -574,58 +528,6 @@ def fleet_table(
     for run in runs.values():
         if run.failures:
             table.notes.append(f"{run.kind}: {len(run.failures)} wrong events, e.g. {run.failures[0]}")
-    return table, runs
-
-
-TRANSPORT_LABELS = {
-    "client-aiohttp": "httpx-aiohttp (default): aiohttp's pool, 10 connections",
-    "client-httpx-10": "httpx's own pool, 10 connections",
-    "client-httpx-100": "httpx's own pool, 100 connections",
-}
-
-
-def transport_table(
-    sim: SimulatorProcess, workdir: Path, count: int, low: float, high: float, interval: float
-) -> tuple[Table, dict[str, FleetRun]]:
-    """Extra table: the async client's transport, one shared client, fixed-interval polling."""
-    durations = spread_durations(count, low, high, seed=11)
-    timeout = high * 3 + 120
-    runs = {
-        kind: measure(sim, workdir, kind, durations, interval, timeout=timeout) for kind in TRANSPORT_LABELS
-    }
-    base = runs["client-aiohttp"]
-    table = Table(
-        key="transport",
-        title=(
-            f"Async transport: {count:,} waiters sharing one `AsyncNyneClient`, polling every "
-            f"{interval:g} s, jobs of {low:g}-{high:g} s"
-        ),
-        columns=[
-            "transport",
-            "CPU per status poll",
-            "relative to default",
-            "peak RSS growth per waiter",
-            "longest loop stall",
-            "correct results",
-        ],
-    )
-    for kind, run in runs.items():
-        table.rows.append(
-            [
-                TRANSPORT_LABELS[kind],
-                fmt_ms(run.cpu_per_poll, 3),
-                "1.0x" if run is base else f"{(run.cpu_per_poll or 0) / (base.cpu_per_poll or 1):.1f}x",
-                fmt_kib(run.rss_per_waiter),
-                _stall(run),
-                f"{run.correct}/{run.count}",
-            ]
-        )
-    table.notes.append(
-        "Same harness as the fleet (CPU of the whole process, stall ticker subtracted), without the "
-        "trigger: each waiter calls `get_status` in a loop. "
-        "The default sends through aiohttp's session directly (httpx's request/response models are "
-        "built only for the httpx transports), so the gap is the cost of httpx's pool and models."
-    )
     return table, runs
 
 
@@ -658,11 +560,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
             )
             print(run)
             return
-        for table in (
-            fleet_table(sim, workdir, args.count, args.low, args.high, args.interval or 2.0)[0],
-            transport_table(sim, workdir, args.count, args.low, args.high, args.interval or 2.0)[0],
-        ):
-            print(table.markdown())
+        print(fleet_table(sim, workdir, args.count, args.low, args.high, args.interval or 2.0)[0].markdown())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def tables() -> dict[str, Table]:
 
 
 def test_every_section_produces_one_table(tables: dict[str, Table]) -> None:
-    assert list(tables) == ["fleet", "fleet_tls", "transport", "worker_time", "parse", "schedule"]
+    assert list(tables) == ["fleet", "fleet_tls", "worker_time", "parse", "schedule"]
 
 
 @pytest.mark.parametrize(
@@ -39,19 +39,6 @@ def test_every_section_produces_one_table(tables: dict[str, Table]) -> None:
     [
         pytest.param("fleet", FLEET_COLUMNS, 2, id="fleet"),
         pytest.param("fleet_tls", FLEET_COLUMNS, 2, id="fleet-tls"),
-        pytest.param(
-            "transport",
-            [
-                "transport",
-                "CPU per status poll",
-                "relative to default",
-                "peak RSS growth per waiter",
-                "longest loop stall",
-                "correct results",
-            ],
-            3,
-            id="transport",
-        ),
         pytest.param(
             "worker_time",
             [
@@ -103,7 +90,6 @@ def test_table_shape(tables: dict[str, Table], key: str, columns: list[str], row
     [
         pytest.param("fleet", "correct events", f"{SMALL.fleet}/{SMALL.fleet}", id="fleet-events"),
         pytest.param("fleet_tls", "correct events", f"{SMALL.fleet}/{SMALL.fleet}", id="fleet-tls-events"),
-        pytest.param("transport", "correct results", f"{SMALL.transport}/{SMALL.transport}", id="transport"),
         pytest.param("worker_time", "succeeded", f"{SMALL.worker}/{SMALL.worker}", id="worker-time"),
     ],
 )
@@ -135,7 +121,7 @@ def test_schedule_default_backoff_polls_less_than_fixed_two_seconds(tables: dict
 def test_results_markdown_has_machine_and_tables(tables: dict[str, Table]) -> None:
     info = machine_info()
     text = results_markdown(list(tables.values()), info, 12.0, "make bench")
-    for key in ("cores", "cpu", "ram", "python", "apache-airflow", "httpx", "aiohttp", "httpx-aiohttp"):
+    for key in ("cores", "cpu", "ram", "python", "apache-airflow", "httpx", "aiohttp"):
         assert f"| {key} |" in text
     for table in tables.values():
         assert f"### {table.title}" in text
