@@ -130,6 +130,15 @@ def test_cli_behaviours_and_widgets(outputs: dict[str, tuple[str, str]]) -> None
         "extra__nyne__timeout": ("airflow_provider_nyne.hooks.nyne.NyneHook", ["number", "null"]),
         "extra__nyne__max_retries": ("airflow_provider_nyne.hooks.nyne.NyneHook", ["integer", "null"]),
         "extra__nyne__retry_backoff": ("airflow_provider_nyne.hooks.nyne.NyneHook", ["number", "null"]),
+        "extra__nyne__rate_limit_per_minute": (
+            "airflow_provider_nyne.hooks.nyne.NyneHook",
+            ["integer", "null"],
+        ),
+        "extra__nyne__rate_limit_per_hour": (
+            "airflow_provider_nyne.hooks.nyne.NyneHook",
+            ["integer", "null"],
+        ),
+        "extra__nyne__max_in_flight": ("airflow_provider_nyne.hooks.nyne.NyneHook", ["integer", "null"]),
         "extra__nyne__callback_allowed_hosts": (
             "airflow_provider_nyne.hooks.nyne.NyneHook",
             ["string", "null"],
@@ -160,6 +169,9 @@ def test_ui_connection_form(outputs: dict[str, tuple[str, str]]) -> None:
         "timeout",
         "max_retries",
         "retry_backoff",
+        "rate_limit_per_minute",
+        "rate_limit_per_hour",
+        "max_in_flight",
         "callback_allowed_hosts",
         "callback_secret",
     ]
@@ -168,6 +180,9 @@ def test_ui_connection_form(outputs: dict[str, tuple[str, str]]) -> None:
         "timeout": "Request timeout (seconds)",
         "max_retries": "Max retries",
         "retry_backoff": "Retry backoff (seconds)",
+        "rate_limit_per_minute": "Requests per minute",
+        "rate_limit_per_hour": "Requests per hour",
+        "max_in_flight": "Requests in flight",
         "callback_allowed_hosts": "Allowed callback hosts",
         "callback_secret": "Callback signing secret",
     }
