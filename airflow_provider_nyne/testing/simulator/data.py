@@ -1,4 +1,4 @@
-"""Deterministic synthetic results for the Nyne simulator."""
+"""What the simulator answers with: deterministic synthetic results and timestamps."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_provider_nyne.testing._sim_validation import InteractionQuery
+from airflow_provider_nyne.testing.simulator.validation import InteractionQuery
 
-__all__ = ["RESULT_SHAPES", "build_result", "normalise_shape", "profile_url", "target_size"]
+__all__ = [
+    "RESULT_SHAPES",
+    "build_result",
+    "iso",
+    "normalise_shape",
+    "profile_url",
+    "stable_seed",
+    "target_size",
+]
 
 #: Alternate result shapes a fault (or the ``variant*`` magic username) can ask for.
 RESULT_SHAPES = frozenset({"flat", "actor", "string_counts", "string_verified", "results_list"})
@@ -43,7 +51,14 @@ _REPLIES = (
 )  # fmt: skip
 
 
-def _seed(*parts: object) -> int:
+def iso(wall: float) -> str:
+    """Format a Unix time as ISO 8601 UTC with milliseconds (the API's timestamps)."""
+    moment = datetime.fromtimestamp(wall, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def stable_seed(*parts: object) -> int:
+    """Return a seed from ``parts`` that is the same in every process and Python version."""
     digest = hashlib.sha256("|".join("" if part is None else str(part) for part in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
@@ -80,7 +95,7 @@ def profile_url(platform: str, username: str) -> str:
 def target_size(query: InteractionQuery) -> int:
     """Return how many people the target has for this lookup (before ``max_results``)."""
     span = _MAX_TARGET_SIZE - _MIN_TARGET_SIZE + 1
-    return _MIN_TARGET_SIZE + _seed(query.platform, query.username, query.tweet_id) % span
+    return _MIN_TARGET_SIZE + stable_seed(query.platform, query.username, query.tweet_id) % span
 
 
 def _iso(moment: datetime) -> str:
@@ -165,7 +180,9 @@ def build_result(
     items: list[dict[str, Any]] = []
     if not empty:
         rng = random.Random(
-            _seed(query.platform, query.interaction_type, query.username, query.tweet_id, query.max_results),
+            stable_seed(
+                query.platform, query.interaction_type, query.username, query.tweet_id, query.max_results
+            ),
         )
         count = min(query.max_results, target_size(query))
         is_reply = query.interaction_type == "replies"
