@@ -47,8 +47,9 @@ def _headers(limit: int, remaining: int, reset_at: float, now: float, *, precise
 def count_request(account: Account, settings: Settings, now: float) -> dict[str, str]:
     """Count one request against the account's windows (call under the simulator's lock).
 
-    A window opens with the first request after the previous one closed. A refused request
-    is not counted.
+    A window opens with the first request after the previous one closed and keeps the length
+    it opened with (a scale changed meanwhile applies from the next window). A refused
+    request is not counted.
 
     :param account: the authenticated account; its window state is updated.
     :param settings: the limits, the windows' scale and which endpoints count.
@@ -57,17 +58,17 @@ def count_request(account: Account, settings: Settings, now: float) -> dict[str,
     :raises ApiError: ``429 rate_limit_exceeded`` with ``Retry-After`` when a window is spent.
     """
     precise = settings.rate_limit_time_scale != 1
-    state: list[tuple[str, int, float, float, int]] = []
+    state: list[tuple[str, int, float, int]] = []
     for attr, limit, length in settings.rate_limit_windows:
-        start, count = getattr(account, attr)
-        if now >= start + length:
-            start, count = now, 0
-        state.append((attr, limit, length, start, count))
+        reset_at, count = getattr(account, attr)
+        if now >= reset_at:
+            reset_at, count = now + length, 0
+        state.append((attr, limit, reset_at, count))
     if not state:
         return {}
-    exhausted = [entry for entry in state if entry[4] >= entry[1]]
+    exhausted = [entry for entry in state if entry[3] >= entry[1]]
     if exhausted:
-        reset_at = max(start + length for _, _, length, start, _ in exhausted)
+        reset_at = max(entry[2] for entry in exhausted)
         limit = min(entry[1] for entry in exhausted)
         headers = _headers(limit, 0, reset_at, now, precise=precise)
         minimum = 0.001 if precise else 1.0
@@ -79,10 +80,10 @@ def count_request(account: Account, settings: Settings, now: float) -> dict[str,
             headers,
         )
     tightest: tuple[int, int, float] | None = None
-    for attr, limit, length, start, count in state:
-        setattr(account, attr, (start, count + 1))
+    for attr, limit, reset_at, count in state:
+        setattr(account, attr, (reset_at, count + 1))
         remaining = limit - count - 1
         if tightest is None or remaining < tightest[1]:
-            tightest = (limit, remaining, start + length)
+            tightest = (limit, remaining, reset_at)
     assert tightest is not None
     return _headers(*tightest, now, precise=precise)

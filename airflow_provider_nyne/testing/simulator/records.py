@@ -37,7 +37,7 @@ class Account:
     allowed_ips: frozenset[str] | None = None
     credits_used: int = 0
     submissions: int = 0
-    #: (start, count) of the current rate-limit windows; shared by every client of the account.
+    #: (reset time, count) of the current rate-limit windows; shared by every client of the account.
     minute_window: tuple[float, int] = (0.0, 0)
     hour_window: tuple[float, int] = (0.0, 0)
 
