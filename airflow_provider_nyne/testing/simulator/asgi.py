@@ -33,17 +33,30 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 def envelope(data: Any) -> dict[str, Any]:
-    """Wrap ``data`` in the API's success envelope."""
+    """Wrap ``data`` in the API's success envelope.
+
+    :param data: the answer's ``data``.
+    """
     return {"success": True, "data": data, "timestamp": iso(time.time())}
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
-    """Return the API's error body."""
+    """Return the API's error body.
+
+    :param code: ``error.code``.
+    :param message: ``error.message``.
+    """
     return {"success": False, "error": {"code": code, "message": message}, "timestamp": iso(time.time())}
 
 
 async def send_raw(send: Send, status: int, body: bytes, headers: Mapping[str, str]) -> None:
-    """Answer with ``body`` as JSON content and extra ``headers``."""
+    """Answer with ``body`` as JSON content and extra ``headers``.
+
+    :param send: the ASGI send callable.
+    :param status: the HTTP status.
+    :param body: the body, sent as is.
+    :param headers: headers besides content type and length.
+    """
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw_headers.extend(
         (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
@@ -53,13 +66,22 @@ async def send_raw(send: Send, status: int, body: bytes, headers: Mapping[str, s
 
 
 async def send_json(send: Send, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-    """Answer with ``payload`` serialised as compact JSON."""
+    """Answer with ``payload`` serialised as compact JSON.
+
+    :param send: the ASGI send callable.
+    :param status: the HTTP status.
+    :param payload: JSON-compatible data.
+    :param headers: headers besides content type and length.
+    """
     body = json.dumps(payload, separators=(",", ":")).encode()
     await send_raw(send, status, body, headers or {})
 
 
 async def read_body(receive: Receive) -> bytes:
-    """Read the request body (at most 1 MiB is kept)."""
+    """Read the request body (at most 1 MiB is kept).
+
+    :param receive: the ASGI receive callable.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -81,6 +103,8 @@ async def drop_connection(send: Send) -> None:
     uvicorn's HTTP protocols pass a bound ``RequestResponseCycle.send``; its ``transport`` is the
     connection's asyncio transport. ``abort()`` closes the socket at once and uvicorn, seeing
     the disconnect, sends nothing.
+
+    :param send: the ASGI send callable of the request.
     """
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
@@ -94,6 +118,10 @@ async def drop_connection(send: Send) -> None:
 
 
 def query_param(scope: Scope, name: str) -> str | None:
-    """Return the first value of query parameter ``name``, or None."""
+    """Return the first value of query parameter ``name``, or None.
+
+    :param scope: the ASGI scope.
+    :param name: the parameter.
+    """
     values = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name)
     return values[0] if values else None

@@ -68,13 +68,19 @@ class SimulatorCore:
 
     # ----------------------------------------------------------------- configuration
     def configure(self, changes: Mapping[str, Any]) -> Settings:
-        """Apply setting changes atomically and return the new settings."""
+        """Apply setting changes atomically and return the new settings.
+
+        :param changes: setting names and values; all are checked before any is applied.
+        """
         with self.lock:
             self.settings = self.settings.updated(changes)
             return self.settings
 
     def upsert_account(self, account: Account) -> Account:
-        """Add an account, or replace the flags and balance of an existing one."""
+        """Add an account, or replace the flags and balance of an existing one (counters kept).
+
+        :param account: the account's new state.
+        """
         with self.lock:
             existing = self.accounts.get(account.api_key)
             if existing is not None:
@@ -89,7 +95,10 @@ class SimulatorCore:
             return replace(account)
 
     def get_account(self, api_key: str) -> Account:
-        """Return a copy of an account (KeyError when unknown)."""
+        """Return a copy of an account (KeyError when unknown).
+
+        :param api_key: the account's key.
+        """
         with self.lock:
             self._settle_due_locked(time.monotonic())
             return replace(self.accounts[api_key])
@@ -112,7 +121,12 @@ class SimulatorCore:
 
     # ----------------------------------------------------------------- API decisions
     def authenticate(self, endpoint: str, headers: Mapping[str, str], client_ip: str | None) -> Account:
-        """Return the account the request's headers name, or raise the 401/403 answer."""
+        """Return the account the request's headers name, or raise the 401/403 answer.
+
+        :param endpoint: ``submit``, ``status`` or ``usage``.
+        :param headers: the request headers, names in lower case.
+        :param client_ip: the peer address, checked against the account's allowed IPs.
+        """
         key = headers.get("x-api-key", "").strip()
         secret = headers.get("x-api-secret", "").strip()
         if not key:
@@ -141,14 +155,22 @@ class SimulatorCore:
             return account
 
     def rate_limit(self, account: Account, endpoint: str) -> dict[str, str]:
-        """Count a request against the account's windows; return headers or raise the 429."""
+        """Count a request against the account's windows; return headers or raise the 429.
+
+        :param account: the authenticated account.
+        :param endpoint: ``submit``, ``status`` or ``usage`` (only ``rate_limited_endpoints`` count).
+        """
         with self.lock:
             if endpoint not in self.settings.rate_limited_endpoints:
                 return {}
             return count_request(account, self.settings, time.time())
 
     def submit(self, account: Account, body: bytes) -> Job:
-        """Check credits, validate the body and create a job (the 202 answer's subject)."""
+        """Check credits, validate the body and create a job (the 202 answer's subject).
+
+        :param account: the authenticated account.
+        :param body: the raw request body.
+        """
         with self.lock:
             self._settle_due_locked(time.monotonic())
             if account.credits <= 0:
@@ -230,7 +252,10 @@ class SimulatorCore:
             return data
 
     def usage(self, account: Account) -> dict[str, Any]:
-        """Return the ``data`` of a usage answer."""
+        """Return the ``data`` of a usage answer.
+
+        :param account: the authenticated account.
+        """
         with self.lock:
             self._settle_due_locked(time.monotonic())
             settings = self.settings
@@ -307,8 +332,10 @@ class SimulatorCore:
         """Settle a job at its completion time.
 
         Returns the job, its callback data and the current :attr:`generation` when a callback
-        is due now, the seconds left
-        when the job is not terminal yet, or None (job gone, no callback, or already started).
+        is due now, the seconds left when the job is not terminal yet, or None (job gone, no
+        callback, or already started).
+
+        :param request_id: the job's request id.
         """
         with self.lock:
             job = self.jobs.get(request_id)
@@ -350,7 +377,10 @@ class SimulatorCore:
             return released
 
     def job_snapshot(self, request_id: str) -> dict[str, Any] | None:
-        """Return what a poll by the owner would see now, without recording a poll."""
+        """Return what a poll by the owner would see now, without recording a poll.
+
+        :param request_id: the job's request id.
+        """
         with self.lock:
             now = time.monotonic()
             job = self.jobs.get(request_id)
@@ -360,12 +390,21 @@ class SimulatorCore:
 
     # ----------------------------------------------------------------- ledger
     def record_request(self, record: RequestRecord) -> None:
-        """Append an entry to the request log."""
+        """Append an entry to the request log.
+
+        :param record: the request and its answer.
+        """
         with self.lock:
             self.ledger.add_request(record)
 
     def record_callback(self, attempt: CallbackAttempt, generation: int) -> bool:
-        """Append a callback attempt; return False (recording nothing) after a reset."""
+        """Append a callback attempt; return False (recording nothing) after a reset.
+
+        An acknowledged attempt tells the client the job finished, unless a poll already had.
+
+        :param attempt: the attempt.
+        :param generation: the :attr:`generation` the delivery started in.
+        """
         with self.lock:
             if generation != self.generation:
                 return False

@@ -52,19 +52,28 @@ _REPLIES = (
 
 
 def iso(wall: float) -> str:
-    """Format a Unix time as ISO 8601 UTC with milliseconds (the API's timestamps)."""
+    """Format a Unix time as ISO 8601 UTC with milliseconds (the API's timestamps).
+
+    :param wall: a Unix time.
+    """
     moment = datetime.fromtimestamp(wall, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def stable_seed(*parts: object) -> int:
-    """Return a seed from ``parts`` that is the same in every process and Python version."""
+    """Return a seed from ``parts`` that is the same in every process and Python version.
+
+    :param parts: values whose string forms make the seed (None counts as empty).
+    """
     digest = hashlib.sha256("|".join("" if part is None else str(part) for part in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 
 def normalise_shape(shape: str | Iterable[str] | None) -> frozenset[str]:
-    """Turn a shape name or list of names into a set of variant flags (``variant`` means all)."""
+    """Turn a shape name or list of names into a set of variant flags (``variant`` means all).
+
+    :param shape: a name, comma-separated names, a list of them, or None (the flat shape).
+    """
     if shape is None:
         return frozenset()
     names = [shape] if isinstance(shape, str) else list(shape)
@@ -86,14 +95,21 @@ def normalise_shape(shape: str | Iterable[str] | None) -> frozenset[str]:
 
 
 def profile_url(platform: str, username: str) -> str:
-    """Return the public profile URL of ``username`` on ``platform``."""
+    """Return the public profile URL of ``username`` on ``platform``.
+
+    :param platform: ``twitter`` or ``instagram``.
+    :param username: the profile's username.
+    """
     if platform == "instagram":
         return f"https://www.instagram.com/{username}/"
     return f"https://x.com/{username}"
 
 
 def target_size(query: InteractionQuery) -> int:
-    """Return how many people the target has for this lookup (before ``max_results``)."""
+    """Return how many people the target has for this lookup (before ``max_results``).
+
+    :param query: the validated submission.
+    """
     span = _MAX_TARGET_SIZE - _MIN_TARGET_SIZE + 1
     return _MIN_TARGET_SIZE + stable_seed(query.platform, query.username, query.tweet_id) % span
 

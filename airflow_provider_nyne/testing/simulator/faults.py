@@ -239,7 +239,7 @@ class FaultControls:
 
         :param kind: ``error``, ``rate_limit``, ``server_error``, ``unavailable``, ``delay``,
             ``drop``, ``malformed_json``, ``fail_job``, ``empty_job``, ``result_shape``,
-            ``job_duration`` or ``pending_status``.
+            ``job_duration``, ``pending_status`` or ``hold_job``.
         :param params: the fault's fields (``endpoint``, ``times`` and the kind's own).
         """
         return self._book.add({"kind": kind, **params}).id

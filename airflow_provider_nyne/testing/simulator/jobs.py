@@ -42,7 +42,10 @@ class Job:
         return math.inf if self.held else self.created_mono + self.duration
 
     def wall(self, mono: float) -> float:
-        """Convert a monotonic time of this job to Unix time."""
+        """Convert a monotonic time of this job to Unix time.
+
+        :param mono: a ``time.monotonic()`` value.
+        """
         return self.created_wall + (mono - self.created_mono)
 
 

@@ -24,7 +24,11 @@ __all__ = ["Ledger", "ledger_snapshot"]
 
 
 def ledger_snapshot(core: SimulatorCore, *, summary: bool = False) -> dict[str, Any]:
-    """Return the ledger as JSON-compatible data (what ``GET /_simulator/ledger`` answers)."""
+    """Return the ledger as JSON-compatible data (what ``GET /_simulator/ledger`` answers).
+
+    :param core: the simulator's state.
+    :param summary: only counts and totals, no per-event lists.
+    """
     with core.lock:
         core.settle_due()
         ledger = core.ledger

@@ -42,7 +42,10 @@ class Account:
     hour_window: tuple[float, int] = (0.0, 0)
 
     def public(self, *, with_secret: bool = False) -> dict[str, Any]:
-        """Return the account as a JSON-compatible dict (secret left out unless asked)."""
+        """Return the account as a JSON-compatible dict (secret left out unless asked).
+
+        :param with_secret: include ``api_secret``.
+        """
         data: dict[str, Any] = {
             "api_key": self.api_key,
             "credits": self.credits,
@@ -65,7 +68,10 @@ def _strings(value: Any, name: str) -> frozenset[str]:
 
 
 def account_from_mapping(data: Mapping[str, Any]) -> Account:
-    """Build an :class:`Account` from JSON-like fields (``api_key`` and ``api_secret`` required)."""
+    """Build an :class:`Account` from JSON-like fields (``api_key`` and ``api_secret`` required).
+
+    :param data: the fields of ``POST /_simulator/accounts``.
+    """
     known = {
         "api_key",
         "api_secret",
@@ -233,25 +239,40 @@ class LedgerStore:
         self.status_counts: dict[tuple[str, int | None], int] = {}
 
     def add_request(self, record: RequestRecord) -> None:
-        """Append a request and count its answer."""
+        """Append a request and count its answer.
+
+        :param record: the request and its answer.
+        """
         self.requests.append(record)
         key = (record.endpoint, record.status)
         self.status_counts[key] = self.status_counts.get(key, 0) + 1
 
     def add_job(self, timing: JobTiming) -> None:
-        """Start the timing of a new job, dropping the oldest beyond the limit."""
+        """Start the timing of a new job, dropping the oldest beyond the limit.
+
+        :param timing: the new job's timing (submission time only).
+        """
         self.jobs[timing.request_id] = timing
         while len(self.jobs) > self.limit:
             self.jobs.popitem(last=False)
 
     def update_job(self, request_id: str, **changes: Any) -> None:
-        """Change a job's timing (nothing when it was dropped or reset away)."""
+        """Change a job's timing (nothing when it was dropped or reset away).
+
+        :param request_id: the job's request id.
+        :param changes: :class:`JobTiming` fields and their new values.
+        """
         timing = self.jobs.get(request_id)
         if timing is not None:
             self.jobs[request_id] = replace(timing, **changes)
 
     def detected(self, request_id: str, at: float, by: str) -> None:
-        """Record that a client learned the job's outcome, unless one already had."""
+        """Record that a client learned the job's outcome, unless one already had.
+
+        :param request_id: the job's request id.
+        :param at: Unix time of the answer or acknowledgement.
+        :param by: ``poll`` or ``callback``.
+        """
         timing = self.jobs.get(request_id)
         if timing is not None and timing.detected_at is None:
             self.update_job(request_id, detected_at=at, detected_by=by)

@@ -69,7 +69,10 @@ class Settings:
         return windows
 
     def updated(self, changes: Mapping[str, Any]) -> Settings:
-        """Return a copy with ``changes`` applied and checked."""
+        """Return a copy with ``changes`` applied and checked (``ValueError`` names a bad one).
+
+        :param changes: setting names and values.
+        """
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:
