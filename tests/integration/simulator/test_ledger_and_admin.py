@@ -131,6 +131,60 @@ def test_settings_over_http(api: Api, sim: NyneSimulator) -> None:
     assert api.client.get("/_simulator/settings").json()["data"]["job_duration"] == 3.0
 
 
+def test_scale_and_spread_settings_over_http(api: Api, sim: NyneSimulator) -> None:
+    changed = api.client.post(
+        "/_simulator/settings",
+        json={
+            "rate_limit_time_scale": 0.01,
+            "rate_limit_per_minute": 1,
+            "job_duration_sigma": 0.4,
+            "job_duration_seed": 9,
+        },
+    )
+    accepted, refused = api.usage(), api.usage()
+
+    data = changed.json()["data"]
+    assert changed.status_code == 200
+    assert (data["rate_limit_time_scale"], data["job_duration_sigma"], data["job_duration_seed"]) == (
+        0.01,
+        0.4,
+        9,
+    )
+    assert (sim.settings.rate_limit_time_scale, sim.settings.job_duration_sigma) == (0.01, 0.4)
+    assert (accepted.status_code, refused.status_code) == (200, 429)
+    # A minute scaled by 0.01 is 0.6 s, announced to the millisecond.
+    assert 0 < float(refused.headers["Retry-After"]) <= 0.601
+    assert "." in refused.headers["Retry-After"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        pytest.param(
+            {"rate_limit_time_scale": 0}, "rate_limit_time_scale must be a number > 0", id="zero-scale"
+        ),
+        pytest.param(
+            {"job_duration_sigma": -1}, "job_duration_sigma must be a number >= 0", id="negative-sigma"
+        ),
+        pytest.param({"job_duration_seed": "nine"}, "job_duration_seed must be an integer", id="text-seed"),
+    ],
+)
+def test_bad_scale_and_spread_settings_over_http_are_400(
+    api: Api, sim: NyneSimulator, changes: dict[str, object], named: str
+) -> None:
+    response = api.client.post("/_simulator/settings", json={"job_duration": 1.0, **changes})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_admin_request"
+    assert named in response.json()["error"]["message"]
+    # Nothing of a refused change is applied, not even its valid part.
+    assert (
+        api.client.get("/_simulator/settings").json()["data"]["job_duration"]
+        == sim.settings.job_duration
+        != 1.0
+    )
+
+
 def test_health_and_unknown_admin_route(api: Api) -> None:
     assert api.client.get("/_simulator/health").json()["data"] == {"status": "ok"}
     assert api.client.get("/_simulator/nothing").status_code == 404

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -94,3 +99,39 @@ def test_limits_can_be_disabled(api: Api, sim: NyneSimulator) -> None:
 
     assert {a.status_code for a in answers} == {200}
     assert "X-RateLimit-Limit" not in answers[-1].headers
+
+
+#: A client process: eight usage calls as one account; prints (status, remaining) per answer.
+_CLIENT = textwrap.dedent(
+    """
+    import json, os, httpx
+    auth = {"X-API-Key": os.environ["SIM_KEY"], "X-API-Secret": os.environ["SIM_SECRET"]}
+    with httpx.Client(base_url=os.environ["SIM_URL"], headers=auth, trust_env=False) as client:
+        answers = [client.get("/usage") for _ in range(8)]
+    print(json.dumps([[a.status_code, a.headers.get("X-RateLimit-Remaining")] for a in answers]))
+    """
+)
+
+
+def test_two_client_processes_of_one_account_share_its_windows(sim: NyneSimulator) -> None:
+    # A ten-minute "minute": the window cannot reopen while the processes start, however slowly.
+    sim.configure(rate_limit_per_minute=10, rate_limit_time_scale=10.0)
+    env = {**os.environ, "SIM_URL": sim.url, "SIM_KEY": sim.api_key, "SIM_SECRET": sim.api_secret}
+    clients = [
+        subprocess.Popen([sys.executable, "-c", _CLIENT], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        outputs = [client.communicate(timeout=60)[0] for client in clients]
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+
+    answers = [answer for output in outputs for answer in json.loads(output)]
+    assert [client.returncode for client in clients] == [0, 0]
+    assert sorted(status for status, _ in answers) == [200] * 10 + [429] * 6
+    # One window: the ten accepted answers counted down 9..0 across both processes.
+    assert sorted(int(remaining) for status, remaining in answers if status == 200) == list(range(10))
+    assert sim.ledger.status_counts("usage") == {200: 10, 429: 6}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import json
 import os
 import shlex
@@ -11,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -139,55 +143,119 @@ def test_default_credentials_are_distinctive() -> None:
     assert first.api_secret != second.api_secret
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
-def test_cli_serves_until_signalled(tmp_path: Path, stop_signal: signal.Signals) -> None:
+@dataclass
+class CliRun:
+    """A simulator started by its command line: its URL, then its output once stopped."""
+
+    process: subprocess.Popen[str]
+    url: str = ""
+    stdout: str = ""
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def _cli(tmp_path: Path, *flags: str, stop_signal: int = signal.SIGTERM) -> Iterator[CliRun]:
+    """Run ``python -m airflow_provider_nyne.testing.simulator`` on a free port until the block ends."""
     ready = tmp_path / "ready"
+    command = [sys.executable, "-m", "airflow_provider_nyne.testing.simulator", "--port", "0"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_nyne.testing.simulator",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-            "--api-key",
-            "cli-key",
-            "--api-secret",
-            "cli-secret",
-            "--job-duration",
-            "0.1",
-        ],
+        [*command, "--ready-file", str(ready), *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    run = CliRun(process)
     try:
         deadline = time.monotonic() + 20
         while not ready.exists():
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the simulator did not write its ready file"
             time.sleep(0.05)
-        url = ready.read_text().strip()
-        usage = httpx.get(
-            f"{url}/usage", headers={"X-API-Key": "cli-key", "X-API-Secret": "cli-secret"}, trust_env=False
-        )
+        run.url = ready.read_text().strip()
+        yield run
     finally:
         process.send_signal(stop_signal)
-        stdout, stderr = process.communicate(timeout=15)
+        try:
+            run.stdout, run.stderr = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            run.stdout, run.stderr = process.communicate()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_cli_serves_until_signalled(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    flags = ("--api-key", "cli-key", "--api-secret", "cli-secret", "--job-duration", "0.1")
+    with _cli(tmp_path, *flags, stop_signal=stop_signal) as run:
+        usage = httpx.get(
+            f"{run.url}/usage",
+            headers={"X-API-Key": "cli-key", "X-API-Secret": "cli-secret"},
+            trust_env=False,
+        )
 
     assert usage.status_code == 200
     assert usage.json()["data"]["credits_remaining"] == 1000
-    assert process.returncode == 0, stderr
-    assert url.startswith("http://127.0.0.1:")
-    assert url in stdout
-    (conn_line,) = [line for line in stdout.splitlines() if line.startswith("AIRFLOW_CONN_NYNE_DEFAULT=")]
+    assert run.process.returncode == 0, run.stderr
+    assert run.url.startswith("http://127.0.0.1:")
+    assert run.url in run.stdout
+    (conn_line,) = [line for line in run.stdout.splitlines() if line.startswith("AIRFLOW_CONN_NYNE_DEFAULT=")]
     conn = json.loads(shlex.split(conn_line.split("=", 1)[1])[0])
     assert conn == {
         "conn_type": "nyne",
         "login": "cli-key",
         "password": "cli-secret",
-        "host": url,
+        "host": run.url,
         "extra": {},
     }
-    assert "cli-secret" not in stderr
+    assert "cli-secret" not in run.stderr
+
+
+def test_cli_sets_window_scale_and_duration_spread(tmp_path: Path) -> None:
+    flags = ("--api-key", "k", "--api-secret", "s", "--rate-limit-per-minute", "1", "--job-duration", "0.02")
+    spread = ("--rate-limit-time-scale", "0.01", "--job-duration-sigma", "0.4", "--job-duration-seed", "9")
+    with _cli(tmp_path, *flags, *spread) as run, httpx.Client(base_url=run.url, trust_env=False) as client:
+        settings = client.get("/_simulator/settings").json()["data"]
+        auth = {"X-API-Key": "k", "X-API-Secret": "s"}
+        accepted, refused = client.get("/usage", headers=auth), client.get("/usage", headers=auth)
+
+    assert settings["rate_limit_time_scale"] == 0.01
+    assert (settings["job_duration_sigma"], settings["job_duration_seed"]) == (0.4, 9)
+    assert (accepted.status_code, refused.status_code) == (200, 429)
+    assert 0 < float(refused.headers["Retry-After"]) <= 0.601
+    assert run.process.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        pytest.param(
+            ("--rate-limit-time-scale", "0"), "rate_limit_time_scale must be a number > 0", id="zero-scale"
+        ),
+        pytest.param(
+            ("--job-duration-sigma", "-1"), "job_duration_sigma must be a number >= 0", id="negative-sigma"
+        ),
+    ],
+)
+def test_cli_refuses_bad_settings_naming_them(flags: tuple[str, ...], named: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_nyne.testing.simulator", "--port", "0", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening" not in result.stdout
+
+
+def test_console_script_is_the_cli() -> None:
+    from airflow_provider_nyne.testing.simulator import main
+
+    scripts = importlib.metadata.entry_points(group="console_scripts", name="nyne-simulator")
+    if not scripts:
+        pytest.skip("the distribution is not installed, so its console scripts are not registered")
+
+    (script,) = scripts
+    assert script.value == "airflow_provider_nyne.testing.simulator:main"
+    assert script.load() is main

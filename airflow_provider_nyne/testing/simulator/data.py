@@ -1,4 +1,4 @@
-"""Deterministic synthetic results for the Nyne simulator."""
+"""What the simulator answers with: deterministic synthetic results and timestamps."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_provider_nyne.testing._sim_validation import InteractionQuery
+from airflow_provider_nyne.testing.simulator.validation import InteractionQuery
 
-__all__ = ["RESULT_SHAPES", "build_result", "normalise_shape", "profile_url", "target_size"]
+__all__ = [
+    "RESULT_SHAPES",
+    "build_result",
+    "iso",
+    "normalise_shape",
+    "profile_url",
+    "stable_seed",
+    "target_size",
+]
 
 #: Alternate result shapes a fault (or the ``variant*`` magic username) can ask for.
 RESULT_SHAPES = frozenset({"flat", "actor", "string_counts", "string_verified", "results_list"})
@@ -43,13 +51,29 @@ _REPLIES = (
 )  # fmt: skip
 
 
-def _seed(*parts: object) -> int:
+def iso(wall: float) -> str:
+    """Format a Unix time as ISO 8601 UTC with milliseconds (the API's timestamps).
+
+    :param wall: a Unix time.
+    """
+    moment = datetime.fromtimestamp(wall, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def stable_seed(*parts: object) -> int:
+    """Return a seed from ``parts`` that is the same in every process and Python version.
+
+    :param parts: values whose string forms make the seed (None counts as empty).
+    """
     digest = hashlib.sha256("|".join("" if part is None else str(part) for part in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 
 def normalise_shape(shape: str | Iterable[str] | None) -> frozenset[str]:
-    """Turn a shape name or list of names into a set of variant flags (``variant`` means all)."""
+    """Turn a shape name or list of names into a set of variant flags (``variant`` means all).
+
+    :param shape: a name, comma-separated names, a list of them, or None (the flat shape).
+    """
     if shape is None:
         return frozenset()
     names = [shape] if isinstance(shape, str) else list(shape)
@@ -71,16 +95,23 @@ def normalise_shape(shape: str | Iterable[str] | None) -> frozenset[str]:
 
 
 def profile_url(platform: str, username: str) -> str:
-    """Return the public profile URL of ``username`` on ``platform``."""
+    """Return the public profile URL of ``username`` on ``platform``.
+
+    :param platform: ``twitter`` or ``instagram``.
+    :param username: the profile's username.
+    """
     if platform == "instagram":
         return f"https://www.instagram.com/{username}/"
     return f"https://x.com/{username}"
 
 
 def target_size(query: InteractionQuery) -> int:
-    """Return how many people the target has for this lookup (before ``max_results``)."""
+    """Return how many people the target has for this lookup (before ``max_results``).
+
+    :param query: the validated submission.
+    """
     span = _MAX_TARGET_SIZE - _MIN_TARGET_SIZE + 1
-    return _MIN_TARGET_SIZE + _seed(query.platform, query.username, query.tweet_id) % span
+    return _MIN_TARGET_SIZE + stable_seed(query.platform, query.username, query.tweet_id) % span
 
 
 def _iso(moment: datetime) -> str:
@@ -165,7 +196,9 @@ def build_result(
     items: list[dict[str, Any]] = []
     if not empty:
         rng = random.Random(
-            _seed(query.platform, query.interaction_type, query.username, query.tweet_id, query.max_results),
+            stable_seed(
+                query.platform, query.interaction_type, query.username, query.tweet_id, query.max_results
+            ),
         )
         count = min(query.max_results, target_size(query))
         is_reply = query.interaction_type == "replies"

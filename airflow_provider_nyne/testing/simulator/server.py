@@ -1,0 +1,361 @@
+"""The simulator's Python API: :class:`NyneSimulator`, a simulated Nyne API on loopback."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from airflow_provider_nyne.testing.simulator.admin import ADMIN_PREFIX
+from airflow_provider_nyne.testing.simulator.app import SimulatorApp
+from airflow_provider_nyne.testing.simulator.background import BackgroundServer
+from airflow_provider_nyne.testing.simulator.core import SimulatorCore
+from airflow_provider_nyne.testing.simulator.faults import FaultControls
+from airflow_provider_nyne.testing.simulator.ledger import Ledger
+from airflow_provider_nyne.testing.simulator.records import DEFAULT_PERMISSIONS, Account
+from airflow_provider_nyne.testing.simulator.settings import ENDPOINTS, Settings
+
+__all__ = ["NyneSimulator"]
+
+
+class NyneSimulator:
+    """A simulated Nyne API served over real sockets on a background thread.
+
+    :param host: address to bind (loopback by default).
+    :param port: port to bind; 0 picks a free one (read it from :attr:`port` or :attr:`url`).
+    :param api_key: key of the default account (a distinctive random ``sim-key-...`` otherwise).
+    :param api_secret: secret of the default account (random ``sim-secret-...`` otherwise).
+    :param credits: starting balance of the default account.
+    :param job_duration: seconds from submission to terminal status (the median when spread).
+    :param job_duration_sigma: log-normal spread of job durations around ``job_duration``
+        (standard deviation of the logarithm); 0 gives every job ``job_duration``.
+    :param job_duration_seed: picks the sequence of spread durations: the n-th job since start
+        or reset always gets the same duration for the same seed.
+    :param slow_job_duration: duration of ``slow*`` jobs (ten times ``job_duration`` if None).
+    :param request_ttl: seconds a request id stays readable after the job's terminal status.
+    :param rate_limit_per_minute: requests per account per minute; None or 0 disables.
+    :param rate_limit_per_hour: requests per account per hour; None or 0 disables.
+    :param rate_limited_endpoints: which of ``submit``, ``status``, ``usage`` count toward limits.
+    :param rate_limit_time_scale: factor applied to the rate-limit windows (60 s and 3600 s);
+        when not 1, reset times and ``Retry-After`` are sent with millisecond precision.
+    :param callback_time_scale: factor applied to callback retry delays and timeouts.
+    :param callback_allowed_hosts: host names a ``callback_url`` may use; None allows any.
+    :param failure_reason: ``error`` of jobs made to fail without an explicit reason.
+    :param ledger_limit: entries kept per ledger list (oldest dropped first).
+    :param log_level: level of uvicorn's loggers.
+    :param access_log: log one line per request (uvicorn's access log).
+    :param http: uvicorn HTTP implementation: ``auto``, ``httptools`` or ``h11``.
+    :param loop: event loop: ``auto`` (uvloop when installed), ``uvloop`` or ``asyncio``.
+    :param timeout_keep_alive: seconds an idle keep-alive connection stays open.
+    :param backlog: listen backlog of the server socket.
+    :param tls: serve HTTPS with a certificate from a throwaway CA made at start (see
+        :attr:`ca_file`); :meth:`airflow_env` then also sets ``SSL_CERT_FILE`` to trust it.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        credits: int = 1000,
+        job_duration: float = 0.2,
+        job_duration_sigma: float = 0.0,
+        job_duration_seed: int = 0,
+        slow_job_duration: float | None = None,
+        request_ttl: float = 3600.0,
+        rate_limit_per_minute: int | None = 60,
+        rate_limit_per_hour: int | None = 1000,
+        rate_limited_endpoints: Iterable[str] = ENDPOINTS,
+        rate_limit_time_scale: float = 1.0,
+        callback_time_scale: float = 1.0,
+        callback_allowed_hosts: Iterable[str] | None = None,
+        failure_reason: str = "Profile is private",
+        ledger_limit: int = 100_000,
+        log_level: str = "warning",
+        access_log: bool = False,
+        http: str = "auto",
+        loop: str = "auto",
+        timeout_keep_alive: int = 15,
+        backlog: int = 2048,
+        tls: bool = False,
+    ) -> None:
+        self._api_key = api_key or f"sim-key-{secrets.token_hex(8)}"
+        self._api_secret = api_secret or f"sim-secret-{secrets.token_hex(16)}"
+        settings = Settings().updated(
+            {
+                "job_duration": job_duration,
+                "job_duration_sigma": job_duration_sigma,
+                "job_duration_seed": job_duration_seed,
+                "slow_job_duration": slow_job_duration,
+                "request_ttl": request_ttl,
+                "rate_limit_per_minute": rate_limit_per_minute,
+                "rate_limit_per_hour": rate_limit_per_hour,
+                "rate_limited_endpoints": rate_limited_endpoints,
+                "rate_limit_time_scale": rate_limit_time_scale,
+                "callback_time_scale": callback_time_scale,
+                "callback_allowed_hosts": callback_allowed_hosts,
+                "failure_reason": failure_reason,
+            },
+        )
+        default_account = Account(api_key=self._api_key, api_secret=self._api_secret, credits=credits)
+        self._core = SimulatorCore(settings, [default_account], ledger_limit=ledger_limit)
+        self._ledger = Ledger(self._core)
+        self._faults = FaultControls(self._core.faults)
+        self._server = BackgroundServer(
+            host,
+            port,
+            tls=tls,
+            loop=loop,
+            log_level=log_level,
+            access_log=access_log,
+            http=http,
+            timeout_keep_alive=timeout_keep_alive,
+            backlog=backlog,
+        )
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def host(self) -> str:
+        """The bound address."""
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        """The bound port (known once started)."""
+        if self._server.port is None:
+            raise RuntimeError("the simulator is not started")
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:PORT`` (``https://`` with ``tls=True``; no trailing slash)."""
+        return f"{'https' if self._server.tls else 'http'}://{self._url_host}:{self.port}"
+
+    @property
+    def _url_host(self) -> str:
+        host = self._server.host
+        return f"[{host}]" if ":" in host else host
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM file of the CA that signed the server's certificate (``tls=True``, while started).
+
+        Trust it with ``SSL_CERT_FILE=<ca_file>`` (httpx, and so the provider's clients, read
+        it) or ``ssl.create_default_context(cafile=...)``.
+        """
+        tls_files = self._server.tls_files
+        if tls_files is None:
+            raise RuntimeError("the simulator serves TLS only when built with tls=True and started")
+        return tls_files.ca_file
+
+    @property
+    def api_key(self) -> str:
+        """API key of the default account."""
+        return self._api_key
+
+    @property
+    def api_secret(self) -> str:
+        """API secret of the default account."""
+        return self._api_secret
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is serving."""
+        return self._server.running
+
+    @property
+    def ledger(self) -> Ledger:
+        """What the simulator saw and charged (see :class:`Ledger`)."""
+        return self._ledger
+
+    @property
+    def faults(self) -> FaultControls:
+        """Scriptable failures (see :class:`FaultControls`)."""
+        return self._faults
+
+    @property
+    def settings(self) -> Settings:
+        """A copy of the current settings."""
+        return replace(self._core.settings)
+
+    def __repr__(self) -> str:
+        where = self.url if self._server.port is not None else "not started"
+        return f"NyneSimulator({where}, running={self.running})"
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self, timeout: float = 10.0) -> NyneSimulator:
+        """Bind the socket and start serving on a background thread; return self.
+
+        :param timeout: seconds to wait for the server to listen.
+        """
+        self._server.start(SimulatorApp(self._core), timeout)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving, join the thread and close the socket (no-op when not started).
+
+        :param timeout: seconds to wait for a graceful stop before forcing it.
+        """
+        self._server.stop(timeout)
+
+    def __enter__(self) -> NyneSimulator:
+        if not self._server.started:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- state
+    def configure(self, **changes: Any) -> Settings:
+        """Change settings while running: any field of :class:`Settings`, e.g. ``job_duration``.
+
+        :param changes: setting names and new values.
+        """
+        return self._core.configure(changes)
+
+    def add_account(
+        self,
+        api_key: str,
+        api_secret: str,
+        *,
+        credits: int = 1000,
+        subscription_active: bool = True,
+        disabled: bool = False,
+        permissions: Iterable[str] | None = None,
+        allowed_ips: Iterable[str] | None = None,
+    ) -> Account:
+        """Add an account, or update one with the same key (counters are kept); return a copy.
+
+        :param api_key: the account's ``X-API-Key``.
+        :param api_secret: the account's ``X-API-Secret``.
+        :param credits: balance; submitting needs a positive balance.
+        :param subscription_active: False answers ``403 subscription_required``.
+        :param disabled: True answers ``403 api_key_disabled``.
+        :param permissions: granted permissions, of ``interactions`` and ``usage`` (both by default).
+        :param allowed_ips: client IPs allowed (any when None); others get ``403 ip_not_allowed``.
+        """
+        account = Account(
+            api_key=api_key,
+            api_secret=api_secret,
+            credits=credits,
+            subscription_active=subscription_active,
+            disabled=disabled,
+            permissions=DEFAULT_PERMISSIONS if permissions is None else frozenset(permissions),
+            allowed_ips=None if allowed_ips is None else frozenset(allowed_ips),
+        )
+        return self._core.upsert_account(account)
+
+    def account(self, api_key: str | None = None) -> Account:
+        """Return a copy of an account with its balance and counters.
+
+        :param api_key: the account (the default account when None).
+        """
+        return self._core.get_account(api_key or self._api_key)
+
+    def set_credits(self, credits: int, api_key: str | None = None) -> None:
+        """Set an account's balance.
+
+        :param credits: the new balance (0 or less makes submissions answer 402).
+        :param api_key: the account (the default account when None).
+        """
+        with self._core.lock:
+            self._core.accounts[api_key or self._api_key].credits = credits
+
+    def release(self, request_id: str | None = None) -> list[str]:
+        """Let held jobs (``hold*`` usernames, ``faults.hold_next_job()``) finish.
+
+        A released job completes (or fails) at once if its duration has passed, else when it
+        does; its callback, if any, is delivered then.
+
+        :param request_id: one job (``KeyError`` when unknown), or every held job when None.
+        :returns: the request ids released.
+        """
+        return self._core.release_jobs(request_id)
+
+    def job(self, request_id: str) -> dict[str, Any] | None:
+        """Return what a poll would answer as ``data`` now (not recorded as a poll), or None.
+
+        :param request_id: the request id.
+        """
+        return self._core.job_snapshot(request_id)
+
+    def reset(self, *, settings: bool = False) -> None:
+        """Forget jobs, ledger, faults and rate-limit counters; restore the initial accounts.
+
+        :param settings: also undo :meth:`configure` changes (kept by default).
+        """
+        self._core.reset(settings=settings)
+
+    def admin_url(self, path: str = "") -> str:
+        """Return the URL of an admin endpoint, e.g. ``admin_url("ledger")``.
+
+        :param path: path under the admin prefix.
+        """
+        return f"{self.url}{ADMIN_PREFIX}/{path.lstrip('/')}" if path else f"{self.url}{ADMIN_PREFIX}"
+
+    # ----------------------------------------------------------------- Airflow connection
+    def _credentials(self, api_key: str | None) -> tuple[str, str]:
+        if api_key is None:
+            return self._api_key, self._api_secret
+        account = self._core.get_account(api_key)
+        return account.api_key, account.api_secret
+
+    def connection_uri(self, api_key: str | None = None, **extra: str) -> str:
+        """Return an Airflow connection URI: ``nyne://KEY:SECRET@127.0.0.1:PORT?scheme=http`` (``https`` with TLS).
+
+        :param api_key: use this account's credentials (the default account when None).
+        :param extra: more connection extras, added to the query string.
+        """
+        key, secret = self._credentials(api_key)
+        query = urlencode({"scheme": "https" if self._server.tls else "http", **extra})
+        return f"nyne://{quote(key, safe='')}:{quote(secret, safe='')}@{self._url_host}:{self.port}?{query}"
+
+    def connection_json(self, api_key: str | None = None, extra: Mapping[str, Any] | None = None) -> str:
+        """Return the JSON form of the Airflow connection, for ``AIRFLOW_CONN_<ID>``.
+
+        :param api_key: use this account's credentials (the default account when None).
+        :param extra: connection extras.
+        """
+        key, secret = self._credentials(api_key)
+        return json.dumps(
+            {
+                "conn_type": "nyne",
+                "login": key,
+                "password": secret,
+                "host": self.url,
+                "extra": dict(extra or {}),
+            },
+        )
+
+    def airflow_env(
+        self,
+        conn_id: str = "nyne_default",
+        api_key: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, str]:
+        """Return ``{"AIRFLOW_CONN_<CONN_ID>": <connection JSON>}`` for a subprocess or monkeypatch.
+
+        With ``tls=True`` also ``SSL_CERT_FILE``: the processes then trust the simulator's CA
+        (instead of the public ones: keep it to test processes).
+
+        :param conn_id: the Airflow connection id.
+        :param api_key: use this account's credentials (the default account when None).
+        :param extra: connection extras.
+        """
+        env = {f"AIRFLOW_CONN_{conn_id.upper()}": self.connection_json(api_key, extra)}
+        if self._server.tls:
+            env["SSL_CERT_FILE"] = str(self.ca_file)
+        return env
