@@ -46,7 +46,7 @@ REQUIRED_IN_WHEEL = [
     "client/http.py",
     "hooks/nyne.py",
     "testing/__init__.py",
-    "testing/simulator.py",
+    "testing/simulator/__init__.py",
 ]
 
 

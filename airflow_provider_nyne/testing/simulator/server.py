@@ -313,21 +313,38 @@ class NyneSimulator:
         account = self._core.get_account(api_key)
         return account.api_key, account.api_secret
 
+    def rate_limit_extras(self) -> dict[str, Any]:
+        """The connection extras that declare this server's rate limits (0: none), so clients pace to them."""
+        settings = self.settings
+        extras: dict[str, Any] = {
+            "rate_limit_per_minute": settings.rate_limit_per_minute or 0,
+            "rate_limit_per_hour": settings.rate_limit_per_hour or 0,
+        }
+        if settings.rate_limit_time_scale != 1:
+            extras["rate_limit_time_scale"] = settings.rate_limit_time_scale
+        return extras
+
     def connection_uri(self, api_key: str | None = None, **extra: str) -> str:
         """Return an Airflow connection URI: ``nyne://KEY:SECRET@127.0.0.1:PORT?scheme=http`` (``https`` with TLS).
 
+        The connection declares the server's current rate limits (:meth:`rate_limit_extras`).
+
         :param api_key: use this account's credentials (the default account when None).
-        :param extra: more connection extras, added to the query string.
+        :param extra: more connection extras, added to the query string (they win).
         """
         key, secret = self._credentials(api_key)
-        query = urlencode({"scheme": "https" if self._server.tls else "http", **extra})
+        query = urlencode(
+            {"scheme": "https" if self._server.tls else "http", **self.rate_limit_extras(), **extra}
+        )
         return f"nyne://{quote(key, safe='')}:{quote(secret, safe='')}@{self._url_host}:{self.port}?{query}"
 
     def connection_json(self, api_key: str | None = None, extra: Mapping[str, Any] | None = None) -> str:
         """Return the JSON form of the Airflow connection, for ``AIRFLOW_CONN_<ID>``.
 
+        The connection declares the server's current rate limits (:meth:`rate_limit_extras`).
+
         :param api_key: use this account's credentials (the default account when None).
-        :param extra: connection extras.
+        :param extra: connection extras (they win over the declared limits).
         """
         key, secret = self._credentials(api_key)
         return json.dumps(
@@ -336,7 +353,7 @@ class NyneSimulator:
                 "login": key,
                 "password": secret,
                 "host": self.url,
-                "extra": dict(extra or {}),
+                "extra": {**self.rate_limit_extras(), **dict(extra or {})},
             },
         )
 

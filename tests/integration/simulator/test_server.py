@@ -121,14 +121,26 @@ def test_airflow_connection_forms() -> None:
             "login": "key/with:odd@chars",
             "password": "sec ret+%",
             "host": sim.url,
-            "extra": {},
+            # The connection declares the simulated account's rate limits, so clients pace to them.
+            "extra": {"rate_limit_per_minute": 60, "rate_limit_per_hour": 1000},
         }
+        sim.configure(rate_limit_per_minute=0, rate_limit_time_scale=0.5)
+        assert json.loads(sim.connection_json())["extra"] == {
+            "rate_limit_per_minute": 0,
+            "rate_limit_per_hour": 1000,
+            "rate_limit_time_scale": 0.5,
+        }
+        assert json.loads(sim.connection_json(extra={"max_in_flight": 2}))["extra"]["max_in_flight"] == 2
         assert uri.scheme == "nyne"
         assert (unquote(uri.username or ""), unquote(uri.password or "")) == (
             "key/with:odd@chars",
             "sec ret+%",
         )
-        assert (uri.hostname, uri.port, uri.query) == ("127.0.0.1", sim.port, "scheme=http")
+        assert (uri.hostname, uri.port, uri.query) == (
+            "127.0.0.1",
+            sim.port,
+            "scheme=http&rate_limit_per_minute=60&rate_limit_per_hour=1000",
+        )
         assert sim.api_secret not in repr(sim)
     finally:
         sim.stop()
@@ -204,7 +216,7 @@ def test_cli_serves_until_signalled(tmp_path: Path, stop_signal: signal.Signals)
         "login": "cli-key",
         "password": "cli-secret",
         "host": run.url,
-        "extra": {},
+        "extra": {"rate_limit_per_minute": 60, "rate_limit_per_hour": 1000},
     }
     assert "cli-secret" not in run.stderr
 
