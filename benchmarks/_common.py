@@ -234,15 +234,18 @@ class SimulatorProcess:
     """
     The Nyne simulator served by its command line in its own process, so that the client's CPU is measured alone.
 
-    Rate limits are disabled and the account has credits for any number of jobs.
+    Rate limits are disabled (unless ``flags`` set them) and the account has credits for any
+    number of jobs.
 
     :param workdir: where the ready file and the server's output go
     :param tls: serve HTTPS (``--tls``); :attr:`ca_file` is then the CA to trust
+    :param flags: more command-line flags, after the defaults (they win)
     """
 
-    def __init__(self, workdir: Path, *, tls: bool = False) -> None:
+    def __init__(self, workdir: Path, *, tls: bool = False, flags: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.tls = tls
+        self.flags = list(flags)
         self.ca_file: str | None = None
         self.api_key = f"bench-key-{secrets.token_hex(6)}"
         self.api_secret = f"bench-secret-{secrets.token_hex(12)}"
@@ -281,6 +284,7 @@ class SimulatorProcess:
                 "--request-ttl",
                 "3600",
                 *(["--tls"] if self.tls else []),
+                *self.flags,
             ],
             cwd=ROOT,
             stdout=self._log,
@@ -361,8 +365,13 @@ class SimulatorProcess:
         return response.json()["data"]
 
     def reset(self) -> None:
-        """Forget jobs, ledger and faults."""
+        """Forget jobs, ledger, faults and rate-limit counters."""
         self._admin("POST", "reset", {})
+
+    def ledger(self) -> dict[str, Any]:
+        """Everything the server saw: requests, submissions, job timings, totals."""
+        data: dict[str, Any] = self._admin("GET", "ledger")
+        return data
 
     def poll_counts(self) -> dict[str, int]:
         """Status polls seen per request id."""
