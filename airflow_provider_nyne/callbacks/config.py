@@ -34,6 +34,7 @@ __all__ = [
     "config_secret",
     "internal_url",
     "max_body_bytes",
+    "receiver_enabled",
     "resume_deferred",
     "retention_seconds",
 ]
@@ -75,6 +76,15 @@ def base_url(required: bool = True) -> str | None:
             )
         return None
     return _http_root(value, "callback_base_url")
+
+
+def receiver_enabled() -> bool:
+    """
+    Whether callbacks are configured here: ``[nyne] callback_base_url`` is set.
+
+    Until it is, the receiver answers ``404`` to everything and never touches the database.
+    """
+    return _option("callback_base_url") is not None
 
 
 def config_secret() -> str | None:
