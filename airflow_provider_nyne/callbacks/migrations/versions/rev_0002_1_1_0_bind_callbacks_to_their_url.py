@@ -61,10 +61,16 @@ def _create_current() -> None:
     op.create_index(_INDEX, "nyne_callback", ["received_at"])
 
 
+def _drop_index() -> None:
+    # Index names are global on PostgreSQL and SQLite: it goes before the new table needs it.
+    if _INDEX in {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes("nyne_callback")}:
+        op.drop_index(_INDEX, table_name="nyne_callback")
+
+
 def upgrade() -> None:
     """Move the rows into the new table, one row at a time (payloads can be megabytes)."""
     bind = op.get_bind()
-    op.drop_index(_INDEX, table_name="nyne_callback")
+    _drop_index()
     op.rename_table("nyne_callback", _OLD)
     _create_current()
     columns = ", ".join(_COPIED)
@@ -84,7 +90,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Back to one row per request id (a request stored on several URLs keeps one of them)."""
     bind = op.get_bind()
-    op.drop_index(_INDEX, table_name="nyne_callback")
+    _drop_index()
     op.rename_table("nyne_callback", _OLD)
     op.create_table(
         "nyne_callback",
