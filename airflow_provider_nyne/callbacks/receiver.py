@@ -380,8 +380,11 @@ class CallbackService:
         """
         target = auth.target
         label = target.task_label()
-        if auth.scope == "connection" and not connection_secret_may_sign(
-            target, self.backend.task_outlets(session, target)
+        # The task's outlets are read only when the Asset is not one of the provider's own.
+        if (
+            auth.scope == "connection"
+            and not connection_secret_may_sign(target, ())
+            and not connection_secret_may_sign(target, self.backend.task_outlets(session, target))
         ):
             raise CallbackRefusedError(
                 403,
