@@ -13,6 +13,8 @@ from airflow_provider_nyne import __version__
 PACKAGE_NAME = "airflow-provider-nyne"
 CONN_TYPE = "nyne"
 HOOK_CLASS = "airflow_provider_nyne.hooks.nyne.NyneHook"
+#: Creates, upgrades and drops the callback receiver's table with ``airflow db migrate``/``reset``.
+DB_MANAGER_CLASS = "airflow_provider_nyne.callbacks.db_manager.NyneCallbackDBManager"
 
 #: Extra fields of the ``nyne`` connection (stored in ``Connection.extra``).
 CONN_FIELDS: dict[str, dict[str, Any]] = {
@@ -93,11 +95,13 @@ def _option(description: str, example: str | None = None, *, sensitive: bool = F
 #: Options of the ``[nyne]`` configuration section (callback mode).
 CONFIG_OPTIONS: dict[str, dict[str, Any]] = {
     "callback_base_url": _option(
-        "Public root URL of the Airflow api-server as Nyne reaches it; required for wait_mode='callback'.",
+        "Public root URL of the Airflow api-server as Nyne reaches it; required for wait_mode='callback'. "
+        "Until it is set, the callback receiver answers 404 to everything.",
         "https://airflow.example.com",
     ),
     "callback_secret": _option(
-        "Secret that signs callback URLs when the nyne connection has no callback_secret extra.",
+        "Deployment-wide secret that signs callback URLs (recommended); a nyne connection's own "
+        "callback_secret extra wins but signs only for that connection's tasks and nyne:// Assets.",
         sensitive=True,
     ),
     "callback_internal_url": _option(
@@ -152,7 +156,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "Nyne",
                 "python-modules": [
                     "airflow_provider_nyne.triggers.interactions",
-                    "airflow_provider_nyne.callbacks.triggers",
+                    "airflow_provider_nyne.triggers.callbacks",
                 ],
             }
         ],
@@ -161,8 +165,15 @@ def get_provider_info() -> dict[str, Any]:
                 "source-integration-name": "Nyne",
                 "target-integration-name": "Common IO",
                 "python-module": "airflow_provider_nyne.transfers.interactions_to_storage",
-            }
+            },
+            {
+                "source-integration-name": "Nyne",
+                "target-integration-name": "Common IO",
+                "python-module": "airflow_provider_nyne.transfers.callback_to_storage",
+            },
         ],
+        # Discovered by Airflow 3.2+; 3.1 needs [database] external_db_managers (see the README).
+        "db-managers": [DB_MANAGER_CLASS],
         "config": {
             "nyne": {"description": "Receiving Nyne callbacks in the api-server.", "options": CONFIG_OPTIONS}
         },

@@ -27,7 +27,7 @@ import httpx
 
 from airflow_provider_nyne._compat import AirflowFailException
 from airflow_provider_nyne.callbacks import config
-from airflow_provider_nyne.callbacks.tokens import TOKEN_HEADER, mailbox_path, make_token
+from airflow_provider_nyne.callbacks.tokens import ASSET_SCHEME, TOKEN_HEADER, mailbox_path, make_token
 from airflow_provider_nyne.client.errors import NyneResponseError
 from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.client.request import InteractionRequest
@@ -43,7 +43,6 @@ __all__ = [
     "request_ids_from_asset_events",
 ]
 
-ASSET_SCHEME = "nyne"
 #: ``extra["source"]`` of the Asset events the receiver records.
 EVENT_SOURCE = "nyne_callback"
 

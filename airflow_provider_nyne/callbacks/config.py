@@ -12,10 +12,15 @@ option (env variable)           meaning                                         
 ``callback_resume_deferred``    resume a waiting task straight from the receiver  True
 ==============================  ================================================  ==============
 
+Until ``callback_base_url`` is set on the api-server, the receiver answers ``404`` to
+everything and never touches the database.
+
 Secret precedence: the ``nyne`` connection's ``callback_secret`` extra wins; the
-``[nyne] callback_secret`` option is the deployment-wide fallback. The connection used is the
-one the submitting task names (it is carried in the correlation id), so different accounts
-can use different secrets while a single config secret serves everyone else.
+``[nyne] callback_secret`` option is the deployment-wide fallback (and the recommended
+secret: users who may read connections cannot read it). The connection used is the one the
+submitting task names (it is carried in the correlation id). A connection's own secret signs
+only for that connection's tasks and for ``nyne://`` Assets or the task's outlets (see
+:func:`~airflow_provider_nyne.callbacks.tokens.connection_secret_may_sign`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "config_secret",
     "internal_url",
     "max_body_bytes",
+    "receiver_enabled",
     "resume_deferred",
     "retention_seconds",
 ]
@@ -75,6 +81,15 @@ def base_url(required: bool = True) -> str | None:
             )
         return None
     return _http_root(value, "callback_base_url")
+
+
+def receiver_enabled() -> bool:
+    """
+    Whether callbacks are configured here: ``[nyne] callback_base_url`` is set.
+
+    Until it is, the receiver answers ``404`` to everything and never touches the database.
+    """
+    return _option("callback_base_url") is not None
 
 
 def config_secret() -> str | None:

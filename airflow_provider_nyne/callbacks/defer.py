@@ -7,7 +7,7 @@ work with any operator that has a ``log``, ``defer()`` and ``nyne_conn_id``:
   the configuration first (``[nyne] callback_base_url`` and a signing secret) and raises
   :class:`~airflow_provider_nyne.callbacks.config.CallbackConfigError` naming what to set,
   before any HTTP request;
-* :func:`defer_on_callback` defers on :class:`~airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger`,
+* :func:`defer_on_callback` defers on :class:`~airflow_provider_nyne.triggers.callbacks.NyneCallbackTrigger`,
   which never polls the API (one status request at the deadline if no callback came);
 * :func:`submit_and_defer_on_callback` and :func:`submit_with_asset_callback` do the whole
   thing for a request.
@@ -28,8 +28,10 @@ from airflow_provider_nyne.callbacks import config
 from airflow_provider_nyne.callbacks.assets import interactions_asset_uri
 from airflow_provider_nyne.callbacks.config import DEFAULT_MAILBOX_INTERVAL, CallbackConfigError
 from airflow_provider_nyne.callbacks.tokens import (
+    CORRELATION_XCOM_KEY,
     CallbackTarget,
     callback_url,
+    connection_secret_may_sign,
     encode_correlation_id,
     make_token,
 )
@@ -54,8 +56,6 @@ __all__ = [
     "submit_with_asset_callback",
 ]
 
-#: XCom key holding the correlation id of the callback URL (to read the stored result later).
-CORRELATION_XCOM_KEY = "callback_correlation_id"
 #: Airflow's own deferral timeout runs this much past the trigger's deadline (a safety net).
 DEFER_TIMEOUT_GRACE = 300.0
 
@@ -155,18 +155,22 @@ def plan_callback(
     Build the callback URL for the running task instance; fails before any HTTP request.
 
     The secret is the connection's ``callback_secret`` extra, else ``[nyne] callback_secret``
-    (the receiver uses the same precedence).
+    (the receiver uses the same precedence). A connection's own secret signs only ``nyne://``
+    Assets or the task's outlets (the receiver refuses anything else): another Asset fails
+    here, before anything is paid for.
 
     :param context: the task's Airflow context
     :param hook: the hook of the submitting connection
     :param wait: the task defers waiting for the callback
     :param asset_name: Asset to record an event on
     :param asset_uri: its URI
-    :raises CallbackConfigError: when ``[nyne] callback_base_url`` or the secret is missing
+    :raises CallbackConfigError: when ``[nyne] callback_base_url`` or the secret is missing, or
+        the connection's secret may not sign for the Asset
     """
     base = config.base_url(required=True)
     assert base is not None
-    secret = hook.settings.callback_secret or config.config_secret()
+    connection_secret = hook.settings.callback_secret
+    secret = connection_secret or config.config_secret()
     if not secret:
         raise CallbackConfigError(
             f"callback mode needs a signing secret: set the callback_secret extra of connection "
@@ -176,10 +180,21 @@ def plan_callback(
     target = callback_target(
         context, nyne_conn_id=hook.nyne_conn_id, wait=wait, asset_name=asset_name, asset_uri=asset_uri
     )
+    if connection_secret and not connection_secret_may_sign(target, _declared_outlets(context)):
+        raise CallbackConfigError(
+            f"the callback_secret of connection {hook.nyne_conn_id!r} signs callbacks only for nyne:// "
+            f"Assets or the task's outlets, not {asset_uri!r}: use the default nyne:// Asset, or sign "
+            "with the deployment-wide [nyne] callback_secret (remove the connection's callback_secret)"
+        )
     correlation_id = encode_correlation_id(target)
     # The token is a credential for this task's callback: keep it out of logs.
     mask_secret(make_token(secret, correlation_id))
     return CallbackPlan(callback_url(base, correlation_id, secret), correlation_id, target)
+
+
+def _declared_outlets(context: Mapping[str, Any]) -> list[tuple[str, str]]:
+    outlets = getattr(context.get("task"), "outlets", None) or []
+    return [(str(getattr(o, "name", None) or o.uri), str(o.uri)) for o in outlets if getattr(o, "uri", None)]
 
 
 def defer_on_callback(
@@ -194,7 +209,7 @@ def defer_on_callback(
     method_name: str = "execute_complete",
 ) -> NoReturn:
     """
-    Free the worker: defer ``task`` on :class:`~airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger`
+    Free the worker: defer ``task`` on :class:`~airflow_provider_nyne.triggers.callbacks.NyneCallbackTrigger`
     until the callback or ``deadline``.
 
     :param task: the operator deferring
@@ -206,7 +221,7 @@ def defer_on_callback(
     :param reconcile: one status request at the deadline if no callback came
     :param method_name: the task method that receives the event
     """
-    from airflow_provider_nyne.callbacks.triggers import NyneCallbackTrigger
+    from airflow_provider_nyne.triggers.callbacks import NyneCallbackTrigger
 
     trigger = NyneCallbackTrigger(
         request_id=request_id,
@@ -243,9 +258,13 @@ def _request_for_asset(request: InteractionRequest | Mapping[str, Any]) -> Inter
 
 def _plan_or_fail(context: Mapping[str, Any], hook: NyneHook, **kwargs: Any) -> CallbackPlan:
     try:
-        return plan_callback(context, hook, **kwargs)
+        plan = plan_callback(context, hook, **kwargs)
     except CallbackConfigError as err:
         raise AirflowFailException(str(err)) from err
+    # Recorded before the submission: the receiver accepts callbacks only on the URL the task
+    # instance recorded, and may hear from Nyne before the task hears back from the API.
+    context["ti"].xcom_push(key=CORRELATION_XCOM_KEY, value=plan.correlation_id)
+    return plan
 
 
 def submit_and_defer_on_callback(

@@ -7,7 +7,10 @@ uses core's session and models here, the way the api-server's own routes do:
 * an Asset event, through the asset manager's ``register_asset_change`` as the REST API's
   ``POST /assets/events`` does (it records the event and queues the DAG runs scheduled on
   the Asset, in the caller's transaction);
-* the resume of a task deferred on :class:`~airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger`,
+* what the submitting task instance recorded (its ``request_id`` and
+  ``callback_correlation_id`` XComs) and the Assets its task declares as outlets, which the
+  receiver checks a callback against before it accepts it;
+* the resume of a task deferred on :class:`~airflow_provider_nyne.triggers.callbacks.NyneCallbackTrigger`,
   through ``handle_event_submit`` as the api-server's human-in-the-loop route does: the task
   instance row is locked, checked to still be deferred on our trigger for this very request,
   and moved to ``scheduled`` with the event in ``next_kwargs``. The triggerer then drops the
@@ -21,9 +24,11 @@ the database anyway).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -32,25 +37,48 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from airflow_provider_nyne.callbacks.tokens import CallbackTarget
+from airflow_provider_nyne.callbacks.receiver import TaskSubmission
+from airflow_provider_nyne.callbacks.tokens import CORRELATION_XCOM_KEY, CallbackTarget
+from airflow_provider_nyne.operators.interactions import REQUEST_ID_XCOM_KEY
 
 __all__ = [
     "TRIGGER_CLASSPATH",
+    "TRIGGER_CLASSPATHS",
     "AirflowBackend",
 ]
 
 log = logging.getLogger(__name__)
 
-TRIGGER_CLASSPATH = "airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger"
+TRIGGER_CLASSPATH = "airflow_provider_nyne.triggers.callbacks.NyneCallbackTrigger"
+#: Every path a waiting task's trigger may carry: triggers serialized by 1.0 name the old module.
+TRIGGER_CLASSPATHS = frozenset(
+    {TRIGGER_CLASSPATH, "airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger"}
+)
 _SECRET_CACHE_SECONDS = 30.0
 _SECRET_CACHE_SIZE = 256
+
+
+def _xcom_text(value: Any) -> str | None:
+    """An XCom value as the string the task pushed (values may arrive JSON-encoded once more)."""
+    for _ in range(2):
+        if not isinstance(value, str):
+            return None
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        if not isinstance(decoded, str):
+            return value
+        value = decoded
+    return value if isinstance(value, str) else None
 
 
 class AirflowBackend:
     """The receiver's access to Airflow: sessions, asset events, deferred-task resume, secrets."""
 
     def __init__(self) -> None:
-        self._secrets: dict[str, tuple[float, str | None]] = {}
+        # Least recently used first; bounded, since connection ids come from unauthenticated URLs.
+        self._secrets: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     # Database ---------------------------------------------------------------------------
@@ -89,12 +117,14 @@ class AirflowBackend:
         with self._lock:
             cached = self._secrets.get(conn_id)
             if cached is not None and now - cached[0] < _SECRET_CACHE_SECONDS:
+                self._secrets.move_to_end(conn_id)
                 return cached[1]
         secret = self._read_connection_secret(conn_id)
         with self._lock:
-            if len(self._secrets) >= _SECRET_CACHE_SIZE:
-                self._secrets.clear()  # bounded: connection ids come from (authenticated-later) URLs
             self._secrets[conn_id] = (now, secret)
+            self._secrets.move_to_end(conn_id)
+            while len(self._secrets) > _SECRET_CACHE_SIZE:
+                self._secrets.popitem(last=False)
         return secret
 
     @staticmethod
@@ -126,6 +156,51 @@ class AirflowBackend:
         if lock:
             query = with_row_locks(query, session=session, of=TaskInstance)
         return session.scalars(query).one_or_none()
+
+    def task_submission(self, session: Session, target: CallbackTarget) -> TaskSubmission | None:
+        """
+        What the target task instance recorded about its submission, or ``None`` when it does not exist.
+
+        Read from its XComs ``request_id`` (pushed right after the API answered) and
+        ``callback_correlation_id`` (the URL it sent); either is ``None`` until pushed.
+
+        :param session: the receiver's transaction
+        :param target: the decoded correlation id
+        """
+        from airflow.models.xcom import XComModel
+
+        if self._task_instance(session, target) is None:
+            return None
+        rows = session.execute(
+            select(XComModel.key, XComModel.value).where(
+                XComModel.dag_id == target.dag_id,
+                XComModel.task_id == target.task_id,
+                XComModel.run_id == target.run_id,
+                XComModel.map_index == target.map_index,
+                XComModel.key.in_((REQUEST_ID_XCOM_KEY, CORRELATION_XCOM_KEY)),
+            )
+        ).all()
+        values = {row.key: _xcom_text(XComModel.deserialize_value(row)) for row in rows}
+        return TaskSubmission(values.get(REQUEST_ID_XCOM_KEY), values.get(CORRELATION_XCOM_KEY))
+
+    def task_outlets(self, session: Session, target: CallbackTarget) -> list[tuple[str, str]]:
+        """
+        ``(name, uri)`` of the Assets the target's task declares as outlets (as its DAG was last parsed).
+
+        :param session: the receiver's transaction
+        :param target: the decoded correlation id
+        """
+        from airflow.models.asset import AssetModel, TaskOutletAssetReference
+
+        rows = session.execute(
+            select(AssetModel.name, AssetModel.uri)
+            .join(TaskOutletAssetReference, TaskOutletAssetReference.asset_id == AssetModel.id)
+            .where(
+                TaskOutletAssetReference.dag_id == target.dag_id,
+                TaskOutletAssetReference.task_id == target.task_id,
+            )
+        ).all()
+        return [(str(row.name), str(row.uri)) for row in rows]
 
     def register_asset_event(self, session: Session, target: CallbackTarget, extra: Mapping[str, Any]) -> str:
         """
@@ -186,7 +261,7 @@ class AirflowBackend:
         if ti.state != TaskInstanceState.DEFERRED or ti.trigger_id is None:
             return f"not_deferred:{ti.state}"
         trigger = session.get(Trigger, ti.trigger_id)
-        if trigger is None or trigger.classpath != TRIGGER_CLASSPATH:
+        if trigger is None or trigger.classpath not in TRIGGER_CLASSPATHS:
             return "other_trigger"
         try:
             waiting_for = trigger.kwargs.get("request_id")

@@ -2,21 +2,101 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_nyne.client.models import JobState, JobStatus
 from airflow_provider_nyne.client.polling import WaitOutcome
 
-__all__ = ["CallbackPayloadError", "event_from_status", "event_from_status_data", "extract_status_data"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "CallbackPayloadError",
+    "canonical_json",
+    "decode_body",
+    "event_from_status",
+    "event_from_status_data",
+    "extract_status_data",
+]
 
 
 #: The stored key's size; real request ids are a few dozen characters.
 MAX_REQUEST_ID_LENGTH = 255
+#: Deepest nesting a callback body may have; a result is about six levels deep.
+MAX_JSON_DEPTH = 64
 
 
 class CallbackPayloadError(ValueError):
     """The callback body is not a usable job status (the receiver answers ``400``)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise CallbackPayloadError(f"callback body contains {name}, which JSON does not allow")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as infinity
+        raise CallbackPayloadError(f"callback body contains a number out of range ({text[:40]})")
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    # Iterative: the point is to refuse what recursion cannot handle.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise CallbackPayloadError(f"callback body is nested deeper than {MAX_JSON_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def decode_body(raw: bytes) -> Any:
+    """
+    Decode a callback body as strict JSON: only what can be stored and served back as it came.
+
+    Refuses (with :class:`CallbackPayloadError`) bytes that are not UTF-8, text that is not
+    JSON, ``NaN``/``Infinity`` and numbers that overflow to them, and nesting deeper than
+    :data:`MAX_JSON_DEPTH`.
+
+    :param raw: the request body
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CallbackPayloadError("callback body is not UTF-8 text") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except CallbackPayloadError:
+        raise
+    except RecursionError:
+        raise CallbackPayloadError(f"callback body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:
+        raise CallbackPayloadError("callback body is not valid JSON") from None
+    _check_depth(value)
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """
+    The JSON text a decoded body is stored as (and served back as, unchanged).
+
+    :param value: a value from :func:`decode_body`
+    :raises CallbackPayloadError: when it holds text UTF-8 cannot carry (unpaired surrogate escapes)
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CallbackPayloadError("callback body contains an unpaired surrogate escape") from None
+    return text
 
 
 def extract_status_data(body: Any) -> dict[str, Any]:
@@ -35,6 +115,9 @@ def extract_status_data(body: Any) -> dict[str, Any]:
         raise CallbackPayloadError("callback body carries no request_id")
     if len(str(request_id)) > MAX_REQUEST_ID_LENGTH:
         raise CallbackPayloadError(f"request_id longer than {MAX_REQUEST_ID_LENGTH} characters")
+    if not str(request_id).isprintable() or str(request_id).strip() != str(request_id):
+        # It goes into a key column, URLs, XCom comparisons and logs.
+        raise CallbackPayloadError("request_id contains control characters or surrounding spaces")
     return dict(candidate)
 
 

@@ -1,51 +1,72 @@
 """The callback receiver: a FastAPI app mounted by the api-server under ``/nyne``.
 
-Routes (below the mount point):
+Routes (below the mount point), answered only once callbacks are configured
+(``[nyne] callback_base_url`` set on the api-server); until then every path answers ``404``
+and nothing touches the database:
 
 * ``POST /v1/callback/{correlation_id}/{token}``: Nyne delivers a finished job here. The
   token is checked in constant time; a wrong or missing token answers the same ``404``
   as an unknown route, before the body is read. The body is capped (``413`` above
-  ``[nyne] callback_max_body_bytes``, without reading it all), must be JSON carrying a
-  ``request_id`` and a terminal status (``400`` otherwise; the API's envelope
-  ``{"success": ..., "data": {...}}`` and a bare ``data`` object are both accepted). The
-  callback is stored and dispatched in one database transaction and only then answered
-  ``200``; a repeated delivery answers ``200`` without dispatching again; a failure answers
-  ``503`` so that the API delivers again.
+  ``[nyne] callback_max_body_bytes``, without reading it all), must arrive within
+  ``body_timeout`` seconds (``408``), and must be strict JSON (no ``NaN``/``Infinity``,
+  nesting at most :data:`~airflow_provider_nyne.callbacks.events.MAX_JSON_DEPTH` deep)
+  carrying a ``request_id`` and a terminal status (``400`` otherwise; the API's envelope
+  ``{"success": ..., "data": {...}}`` and a bare ``data`` object are both accepted).
+
+  A callback is accepted only for the request its URL was issued for: the task instance
+  named by the correlation id must have recorded this very URL (XCom
+  ``callback_correlation_id``) and this very request (XCom ``request_id``). Anything else
+  answers ``403`` and changes nothing; ``503`` while the task has not recorded them yet (Nyne
+  delivers again). A URL signed with a connection's own ``callback_secret`` may name only a
+  ``nyne://`` Asset or one of the submitting task's outlets (``403`` otherwise).
+
+  The callback is stored (keyed by URL and request id) and dispatched in one database
+  transaction and only then answered ``200``; a repeated delivery answers ``200`` without
+  dispatching again; a failure answers ``503`` so that the API delivers again.
 * ``GET /v1/callback/{correlation_id}/{token}?request_id=...``, or
   ``GET /v1/mailbox/{correlation_id}?request_id=...`` with the token in the
   ``X-Nyne-Callback-Token`` header (no credential in URLs, hence in logs): the mailbox. The
-  stored callback for that request (``200``), or ``204`` when none has arrived yet. Read by
-  :class:`~airflow_provider_nyne.callbacks.triggers.NyneCallbackTrigger` and by
-  :func:`~airflow_provider_nyne.callbacks.assets.fetch_callback_payload`.
+  callback stored for that request on that URL (``200``), or ``204`` when none has arrived
+  yet. Read by :class:`~airflow_provider_nyne.triggers.callbacks.NyneCallbackTrigger` and by
+  :func:`~airflow_provider_nyne.callbacks.assets.fetch_callback_status`.
 * ``GET /health``: ``200 {"status": "ok"}`` for load balancers (``?db=1`` also reads the table).
+
+Whatever the method or the path below ``/v1/callback/``, the token never reaches a log: the
+path every access log reads is rewritten before the request is routed. Old rows are purged
+by a background task, never on a request.
 
 Airflow does not authenticate plugin apps: the capability URL is the only credential.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from airflow_provider_nyne.callbacks import config, store
 from airflow_provider_nyne.callbacks.events import (
     CallbackPayloadError,
+    canonical_json,
+    decode_body,
     event_from_status,
     extract_status_data,
 )
@@ -54,6 +75,7 @@ from airflow_provider_nyne.callbacks.tokens import (
     MAILBOX_PATH,
     TOKEN_HEADER,
     CallbackTarget,
+    connection_secret_may_sign,
     decode_correlation_id,
     verify_token,
 )
@@ -63,9 +85,11 @@ from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID
 
 __all__ = [
     "AcceptOutcome",
+    "Authenticated",
     "CallbackBackend",
+    "CallbackRefusedError",
     "CallbackService",
-    "CorrelationConflictError",
+    "TaskSubmission",
     "create_app",
 ]
 
@@ -73,13 +97,47 @@ log = logging.getLogger(__name__)
 
 #: The body FastAPI gives an unknown route; every authentication failure answers exactly this.
 NOT_FOUND_BODY = {"detail": "Not Found"}
-_PURGE_EVERY_SECONDS = 60.0
+#: Seconds a client has to send the whole body (a slow sender holds a connection, nothing more).
+DEFAULT_BODY_TIMEOUT = 30.0
+#: Seconds between purges of rows older than the retention period.
+DEFAULT_PURGE_INTERVAL = 3600.0
+#: Longest text copied from a callback into an Asset event's extra or a log line.
+MAX_COPIED_TEXT = 200
 # What an Airflow connection id can look like; anything else is not looked up at all.
 _CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
+# Distinct connection ids remembered for "logged once" (a bound: ids come from unauthenticated URLs).
+_WARNED_LIMIT = 256
+# Largest integer JSON consumers read exactly (JavaScript's Number.MAX_SAFE_INTEGER).
+_MAX_SAFE_INT = 2**53 - 1
+
+SecretScope = Literal["connection", "deployment"]
 
 
-class CorrelationConflictError(Exception):
-    """The request id was already received on a different callback URL (answered ``409``)."""
+class CallbackRefusedError(Exception):
+    """
+    An authentic callback that is not accepted: ``403`` (not for this URL) or ``503`` (not checkable yet).
+
+    :param status_code: the HTTP answer
+    :param detail: why, for the caller and the log (no secret, no token)
+    """
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class TaskSubmission:
+    """
+    What a task instance recorded about its submission (its XComs), as the receiver reads it.
+
+    :param request_id: XCom ``request_id``, or ``None`` when not pushed (yet)
+    :param correlation_id: XCom ``callback_correlation_id``, or ``None`` when not pushed (yet)
+    """
+
+    request_id: str | None
+    correlation_id: str | None
 
 
 class CallbackBackend(Protocol):
@@ -94,6 +152,12 @@ class CallbackBackend(Protocol):
     def connection_secret(self, conn_id: str) -> str | None:
         """The connection's ``callback_secret`` extra."""
 
+    def task_submission(self, session: Session, target: CallbackTarget) -> TaskSubmission | None:
+        """The task instance's recorded submission, or ``None`` when there is no such task instance."""
+
+    def task_outlets(self, session: Session, target: CallbackTarget) -> list[tuple[str, str]]:
+        """``(name, uri)`` of the Assets the submitting task declares as outlets."""
+
     def register_asset_event(self, session: Session, target: CallbackTarget, extra: Mapping[str, Any]) -> str:
         """Record an Asset event; returns a dispatch label."""
 
@@ -103,20 +167,32 @@ class CallbackBackend(Protocol):
         """Resume the deferred task; returns a dispatch label."""
 
 
+def _short(value: Any) -> str | None:
+    """A string from a callback, bounded for Asset extras and logs (other types: ``None``)."""
+    if not isinstance(value, str):
+        return None
+    return value if len(value) <= MAX_COPIED_TEXT else value[:MAX_COPIED_TEXT] + "..."
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and 0 <= value <= _MAX_SAFE_INT else None
+
+
 def asset_event_extra(
     target: CallbackTarget, correlation_id: str, status: JobStatus, received_at: str
 ) -> dict[str, Any]:
-    """The ``extra`` of the Asset event recorded for a callback: small, no result items."""
+    """The ``extra`` of the Asset event recorded for a callback: small and bounded, no result items."""
     result = status.data.get("result")
     result = result if isinstance(result, Mapping) else {}
-    target_info = result.get("target") if isinstance(result.get("target"), Mapping) else {}
+    target_info = result.get("target")
+    target_info = target_info if isinstance(target_info, Mapping) else {}
     return {
         "request_id": status.request_id,
         "status": status.status,
-        "total_count": status.total_count,
-        "interaction_type": result.get("interaction_type"),
-        "platform": result.get("platform"),
-        "target_username": target_info.get("username") if isinstance(target_info, Mapping) else None,
+        "total_count": _count(status.total_count),
+        "interaction_type": _short(result.get("interaction_type")),
+        "platform": _short(result.get("platform")),
+        "target_username": _short(target_info.get("username")),
         "source": "nyne_callback",
         "received_at": received_at,
         "payload_ref": {
@@ -131,6 +207,22 @@ def asset_event_extra(
             "map_index": target.map_index,
         },
     }
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """
+    A correlation id whose token verified.
+
+    :param target: what it wakes
+    :param correlation_id: the id itself
+    :param scope: which secret verified it: a connection's own (``connection``) or
+        ``[nyne] callback_secret`` (``deployment``)
+    """
+
+    target: CallbackTarget
+    correlation_id: str
+    scope: SecretScope
 
 
 @dataclass(frozen=True)
@@ -150,13 +242,16 @@ class AcceptOutcome:
 
 class CallbackService:
     """
-    The receiver's logic, independent of HTTP: authenticate, store, dispatch.
+    The receiver's logic, independent of HTTP: authenticate, verify, store, dispatch.
 
     :param backend: access to Airflow (default: :class:`~airflow_provider_nyne.callbacks.dispatch.AirflowBackend`)
     :param max_body_bytes: body cap (default ``[nyne] callback_max_body_bytes``)
     :param retention: how long rows are kept (default ``[nyne] callback_retention_days``)
     :param resume: resume waiting tasks directly (default ``[nyne] callback_resume_deferred``)
     :param config_secret: returns the deployment-wide secret (default ``[nyne] callback_secret``)
+    :param enabled: whether the receiver answers at all (default: ``[nyne] callback_base_url`` is set)
+    :param body_timeout: seconds a client has to send the whole body
+    :param purge_interval: seconds between purges of old rows
     """
 
     def __init__(
@@ -167,20 +262,36 @@ class CallbackService:
         retention: timedelta | None = None,
         resume: bool | None = None,
         config_secret: Callable[[], str | None] | None = None,
+        enabled: bool | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        purge_interval: float = DEFAULT_PURGE_INTERVAL,
     ) -> None:
-        if backend is None:
-            from airflow_provider_nyne.callbacks.dispatch import AirflowBackend
-
-            backend = AirflowBackend()
-        self.backend = backend
+        self._backend = backend
         self._max_body_bytes = max_body_bytes
         self._retention = retention
         self._resume = resume
         self._config_secret = config_secret or config.config_secret
-        self._table_ready = False
-        self._last_purge = 0.0
+        self._enabled = enabled
+        self.body_timeout = body_timeout
+        self.purge_interval = purge_interval
+        self._warned_connections: set[str] = set()
+        self._warn_lock = threading.Lock()
+
+    @property
+    def backend(self) -> CallbackBackend:
+        """Access to Airflow, built on first use (an inert receiver never builds it)."""
+        if self._backend is None:
+            from airflow_provider_nyne.callbacks.dispatch import AirflowBackend
+
+            self._backend = AirflowBackend()
+        return self._backend
 
     # Settings are read when first needed, so the app can be built before Airflow's config is.
+    @property
+    def enabled(self) -> bool:
+        """Whether callbacks are configured; an inert receiver answers 404 to everything."""
+        return config.receiver_enabled() if self._enabled is None else self._enabled
+
     @property
     def max_body_bytes(self) -> int:
         """The body cap in bytes."""
@@ -202,25 +313,17 @@ class CallbackService:
             self._resume = config.resume_deferred()
         return self._resume
 
-    # Table --------------------------------------------------------------------------------
-
-    def ensure_table(self) -> None:
-        """Create the provider's table when missing (once per process)."""
-        if not self._table_ready:
-            store.ensure_table(self.backend.engine())
-            self._table_ready = True
-
     # Authentication -------------------------------------------------------------------------
 
-    def authenticate(self, correlation_id: str, token: str) -> CallbackTarget | None:
+    def authenticate(self, correlation_id: str, token: str) -> Authenticated | None:
         """
-        The decoded target when ``token`` signs ``correlation_id``, else ``None``.
+        The verified correlation id when ``token`` signs it, else ``None``.
 
         The correlation id names the connection whose secret signs it, so it is decoded
         first; every failure (undecodable id, no secret, wrong token) gives the same ``None``.
 
         :param correlation_id: from the URL
-        :param token: from the URL
+        :param token: from the URL or the mailbox header
         """
         try:
             target = decode_correlation_id(correlation_id)
@@ -228,57 +331,104 @@ class CallbackService:
             return None
         if target.conn_id is not None and not _CONN_ID.fullmatch(target.conn_id):
             return None
-        secret = self.secret_for(target.conn_id or DEFAULT_CONN_ID)
+        conn_id = target.conn_id or DEFAULT_CONN_ID
+        secret, scope = self.secret_for(conn_id)
         if not secret:
-            log.error(
-                "Nyne callback refused: no callback secret for connection %r (set its callback_secret "
-                "extra or [nyne] callback_secret on the api-server)",
-                target.conn_id or DEFAULT_CONN_ID,
+            self._warn_once(
+                conn_id,
+                "Nyne callbacks refused: no callback secret for connection %r (set its callback_secret "
+                "extra or [nyne] callback_secret on the api-server); logged once per connection",
             )
             return None
-        return target if verify_token(secret, correlation_id, token) else None
+        if not verify_token(secret, correlation_id, token):
+            return None
+        return Authenticated(target, correlation_id, scope)
 
-    def secret_for(self, conn_id: str) -> str | None:
+    def secret_for(self, conn_id: str) -> tuple[str | None, SecretScope]:
         """
-        The signing secret: the connection's ``callback_secret``, else ``[nyne] callback_secret``.
+        The signing secret and its scope: the connection's ``callback_secret``, else ``[nyne] callback_secret``.
 
         :param conn_id: the ``nyne`` connection named by the correlation id
         """
         try:
             secret = self.backend.connection_secret(conn_id)
-        except Exception:
-            log.exception("Nyne callback: could not read connection %r", conn_id)
+        except Exception as exc:
+            self._warn_once(
+                conn_id, f"Nyne callbacks: could not read connection %r ({type(exc).__name__}); logged once"
+            )
             secret = None
-        return secret or self._config_secret()
+        if secret:
+            return secret, "connection"
+        return self._config_secret(), "deployment"
+
+    def _warn_once(self, conn_id: str, message: str) -> None:
+        with self._warn_lock:
+            if conn_id in self._warned_connections or len(self._warned_connections) >= _WARNED_LIMIT:
+                return
+            self._warned_connections.add(conn_id)
+        log.warning(message, conn_id)
+
+    # Verification -----------------------------------------------------------------------
+
+    def verify(self, session: Session, auth: Authenticated, request_id: str) -> None:
+        """
+        Check that ``request_id`` is what the URL was issued for; raise :class:`CallbackRefusedError` if not.
+
+        :param session: the receiver's transaction
+        :param auth: the authenticated URL
+        :param request_id: the request the callback is about
+        """
+        target = auth.target
+        label = target.task_label()
+        # The task's outlets are read only when the Asset is not one of the provider's own.
+        if (
+            auth.scope == "connection"
+            and not connection_secret_may_sign(target, ())
+            and not connection_secret_may_sign(target, self.backend.task_outlets(session, target))
+        ):
+            raise CallbackRefusedError(
+                403,
+                f"a connection's callback_secret signs only nyne:// Assets or the submitting task's "
+                f"outlets, not {_short(target.asset_uri)!r}",
+            )
+        submission = self.backend.task_submission(session, target)
+        if submission is None:
+            raise CallbackRefusedError(403, f"no task instance {label}")
+        if submission.correlation_id is not None and submission.correlation_id != auth.correlation_id:
+            raise CallbackRefusedError(403, f"this callback URL is not the one {label} sent")
+        if submission.request_id is not None and submission.request_id != request_id:
+            raise CallbackRefusedError(403, f"request {request_id} was not submitted by {label}")
+        if submission.request_id is None or submission.correlation_id is None:
+            raise CallbackRefusedError(503, f"{label} has not recorded its request yet; deliver again later")
 
     # Accept -------------------------------------------------------------------------------
 
-    def accept(self, target: CallbackTarget, correlation_id: str, data: Mapping[str, Any]) -> AcceptOutcome:
+    def accept(self, auth: Authenticated, data: Mapping[str, Any]) -> AcceptOutcome:
         """
-        Store one delivery and dispatch it, in one transaction; idempotent per request id.
+        Verify, store and dispatch one delivery, in one transaction; idempotent per URL and request.
 
-        :param target: the authenticated target
-        :param correlation_id: the correlation id it arrived on
-        :param data: the job status ``data`` object
-        :raises CallbackPayloadError: when the status is not terminal
-        :raises CorrelationConflictError: when the request id arrived on another URL before
+        :param auth: the authenticated URL
+        :param data: the job status ``data`` object (from :func:`~airflow_provider_nyne.callbacks.events.decode_body`)
+        :raises CallbackPayloadError: when the status is not terminal or cannot be stored faithfully
+        :raises CallbackRefusedError: when the request is not the one the URL was issued for
         """
         try:
             status = JobStatus.from_api(data)
         except NyneResponseError as exc:
-            raise CallbackPayloadError(str(exc)) from None
+            raise CallbackPayloadError(str(exc)[:MAX_COPIED_TEXT]) from None
         if not status.is_terminal:
             raise CallbackPayloadError(
-                f"callback for request {status.request_id} has status {data.get('status')!r}, "
+                f"callback for request {status.request_id} has status {_short(data.get('status'))!r}, "
                 "expected 'completed' or 'failed'"
             )
-        self.ensure_table()
+        payload_json = canonical_json(status.data)
         try:
-            outcome = self._store_and_dispatch(target, correlation_id, status)
+            outcome = self._store_and_dispatch(auth, status, payload_json)
         except IntegrityError:
-            # A concurrent delivery of the same request committed first: this one is a repeat.
+            # A concurrent delivery of the same request on the same URL committed first: this one is a repeat.
             log.info("Nyne callback for %s was stored concurrently", status.request_id)
-            outcome = self._store_and_dispatch(target, correlation_id, status)
+            outcome = self._store_and_dispatch(auth, status, payload_json)
+        target = auth.target
         if outcome.duplicate:
             log.info(
                 "Nyne callback for request_id=%s delivered again (already %s); not dispatched again",
@@ -294,28 +444,27 @@ class CallbackService:
             outcome.dispatch,
         )
         if target.wait and self.resume and "resumed" not in (outcome.dispatch or ""):
-            self._resume_after_commit(target, correlation_id, status)
+            self._resume_after_commit(auth, status)
         return outcome
 
-    def _store_and_dispatch(
-        self, target: CallbackTarget, correlation_id: str, status: JobStatus
-    ) -> AcceptOutcome:
+    def _store_and_dispatch(self, auth: Authenticated, status: JobStatus, payload_json: str) -> AcceptOutcome:
         rid = status.request_id
+        cid = auth.correlation_id
+        target = auth.target
         with self.backend.session() as session:
-            existing = store.get_record(session, rid, lock=True)
+            existing = store.get_record(session, cid, rid, lock=True)
             if existing is not None:
-                if existing.correlation_id != correlation_id:
-                    raise CorrelationConflictError(rid)
-                store.record_redelivery(session, rid)
+                store.record_redelivery(session, cid, rid)
                 return AcceptOutcome(rid, True, existing.dispatch)
+            self.verify(session, auth, rid)
             now = store.utcnow()
             store.insert_record(
                 session,
                 store.CallbackRecord(
                     request_id=rid,
-                    correlation_id=correlation_id,
+                    correlation_id=cid,
                     status=status.status,
-                    payload=status.data,
+                    payload_json=payload_json,
                     dag_id=target.dag_id,
                     task_id=target.task_id,
                     run_id=target.run_id,
@@ -324,24 +473,16 @@ class CallbackService:
                 ),
                 now=now,
             )
-            dispatch = self._dispatch(session, target, correlation_id, status, now.isoformat() + "Z")
-            store.set_dispatch(session, rid, dispatch)
-        # Housekeeping in its own transaction: it must never cost a callback its acknowledgement.
-        self._maybe_purge()
+            dispatch = self._dispatch(session, auth, status, now.isoformat() + "Z")
+            store.set_dispatch(session, cid, rid, dispatch)
         return AcceptOutcome(rid, False, dispatch)
 
-    def _dispatch(
-        self,
-        session: Session,
-        target: CallbackTarget,
-        correlation_id: str,
-        status: JobStatus,
-        received_at: str,
-    ) -> str:
+    def _dispatch(self, session: Session, auth: Authenticated, status: JobStatus, received_at: str) -> str:
+        target = auth.target
         parts: list[str] = []
         if target.wait:
             if self.resume:
-                event = event_from_status(status, "callback", correlation_id=correlation_id)
+                event = event_from_status(status, "callback", correlation_id=auth.correlation_id)
                 result = self.backend.resume_deferred(session, target, status.request_id, event)
                 # Anything but "resumed" leaves the row as the mailbox the trigger reads.
                 parts.append(result if result == "resumed" else f"mailbox({result})")
@@ -349,47 +490,75 @@ class CallbackService:
                 parts.append("mailbox")
         if target.has_asset:
             if status.state is JobState.COMPLETED:
-                extra = asset_event_extra(target, correlation_id, status, received_at)
+                extra = asset_event_extra(target, auth.correlation_id, status, received_at)
                 parts.append(self.backend.register_asset_event(session, target, extra))
             else:
                 log.warning(
-                    "Nyne request %s failed (%s): no Asset event recorded for %s",
+                    "Nyne request %s failed (%r): no Asset event recorded for %s",
                     status.request_id,
-                    status.error,
+                    _short(status.error),
                     target.asset_uri,
                 )
                 parts.append("asset_skipped(failed)")
         return ";".join(parts) or "stored"
 
-    def _resume_after_commit(self, target: CallbackTarget, correlation_id: str, status: JobStatus) -> None:
+    def _resume_after_commit(self, auth: Authenticated, status: JobStatus) -> None:
         # The task may have deferred between our read of it and our commit, while its trigger
         # read the still-empty mailbox: look once more now that the row is visible to everyone.
+        rid, cid, target = status.request_id, auth.correlation_id, auth.target
         try:
             with self.backend.session() as session:
-                record = store.get_record(session, status.request_id, lock=True)
+                record = store.get_record(session, cid, rid, lock=True)
                 if record is None or "resumed" in (record.dispatch or ""):
                     return
-                event = event_from_status(status, "callback", correlation_id=correlation_id)
-                result = self.backend.resume_deferred(session, target, status.request_id, event)
+                event = event_from_status(status, "callback", correlation_id=cid)
+                result = self.backend.resume_deferred(session, target, rid, event)
                 if result == "resumed":
-                    store.set_dispatch(session, status.request_id, f"{record.dispatch};resumed")
-                    log.info("Nyne callback for %s resumed %s", status.request_id, target.task_label())
+                    store.set_dispatch(session, cid, rid, f"{record.dispatch};resumed")
+                    log.info("Nyne callback for %s resumed %s", rid, target.task_label())
         except Exception:
-            log.exception("Nyne callback for %s: re-check of the waiting task failed", status.request_id)
+            log.exception("Nyne callback for %s: re-check of the waiting task failed", rid)
 
-    def _maybe_purge(self) -> None:
-        now = time.monotonic()
-        if now - self._last_purge < _PURGE_EVERY_SECONDS:
-            return
-        self._last_purge = now
-        try:
-            with self.backend.session() as session:
-                removed = store.purge_older_than(session, self.retention)
-        except Exception:
-            log.exception("Could not purge old Nyne callbacks; will try again later")
-            return
+    # Housekeeping -------------------------------------------------------------------------
+
+    def purge(self) -> int:
+        """Delete rows older than the retention period; returns how many went."""
+        with self.backend.session() as session:
+            removed = store.purge_older_than(session, self.retention)
         if removed:
             log.info("Purged %d Nyne callbacks older than %s", removed, self.retention)
+        return removed
+
+    async def purge_forever(self) -> None:
+        """Purge every ``purge_interval`` seconds until cancelled (the api-server's lifespan runs it)."""
+        while True:
+            await asyncio.sleep(self.purge_interval)
+            try:
+                await run_in_threadpool(self.purge)
+            except Exception as exc:
+                self.explain_failure(exc, "Could not purge old Nyne callbacks; will try again later")
+
+    def explain_failure(self, exc: BaseException, what: str) -> None:
+        """
+        Log a database failure, naming the fix when the table is missing.
+
+        :param exc: the failure
+        :param what: what failed (no secret, no token)
+        """
+        if isinstance(exc, SQLAlchemyError):
+            try:
+                missing = not inspect(self.backend.engine()).has_table(store.TABLE_NAME)
+            except Exception:
+                missing = False
+            if missing:
+                log.error(
+                    "%s: table %s does not exist. Run `airflow db migrate` with the Nyne DB manager "
+                    "enabled (see the README: Callbacks, Set-up)",
+                    what,
+                    store.TABLE_NAME,
+                )
+                return
+        log.error("%s", what, exc_info=exc)
 
     # Mailbox ------------------------------------------------------------------------------
 
@@ -400,43 +569,67 @@ class CallbackService:
         :param correlation_id: the authenticated correlation id
         :param request_id: the request asked about
         """
-        self.ensure_table()
         with self.backend.session() as session:
-            record = store.get_record(session, request_id)
-        if record is None or record.correlation_id != correlation_id:
-            return None
-        return record
+            return store.get_record(session, correlation_id, request_id)
 
     def check_database(self) -> None:
         """Read the table once (deep health check)."""
-        self.ensure_table()
         with self.backend.session() as session:
             session.execute(select(store.callbacks_table.c.request_id).limit(1)).all()
 
 
-def _hide_token(request: Request, token: str) -> None:
-    """Replace the token in the request's path, so that access logs written afterwards never show it.
+def _masked(path: str) -> str:
+    """``path`` with everything after the correlation id of a callback URL replaced by ``***``."""
+    parts = path.split("/")
+    marker = CALLBACK_PATH.rsplit("/", 1)[-1]
+    if marker not in parts:
+        return path
+    # The first non-empty segment after "callback" is the correlation id; anything after it may be the token.
+    after = parts.index(marker) + 1
+    while after < len(parts) and not parts[after]:
+        after += 1
+    if after + 1 >= len(parts):
+        return path
+    return "/".join([*parts[: after + 1], "***"])
 
-    The api-server's (and uvicorn's) access log reads the path from the ASGI scope this app
-    shares with them, once the response starts or ends; the route has already been matched.
+
+class _ReceiverGuard:
     """
-    if not token:
-        return
-    scope = request.scope
-    path = scope.get("path")
-    if isinstance(path, str):
-        scope["path"] = path.replace(f"/{token}", "/***")
-    raw = scope.get("raw_path")
-    if isinstance(raw, bytes):
-        scope["raw_path"] = raw.replace(f"/{token}".encode("latin-1", "replace"), b"/***")
+    Outermost layer of the receiver: hides tokens from every access log and keeps an unconfigured receiver inert.
+
+    The api-server's access log (and uvicorn's, on older Airflow) reads the path from the
+    ASGI scope this app shares with it. The shared scope gets the masked path before
+    anything else runs, whatever the method or the path suffix (``405``, ``404``, ``500``);
+    the app below routes on a copy that keeps the real one.
+    """
+
+    def __init__(self, app: ASGIApp, service: CallbackService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        inner = dict(scope)
+        path = scope.get("path")
+        if isinstance(path, str):
+            scope["path"] = _masked(path)
+        raw = scope.get("raw_path")
+        if isinstance(raw, bytes):
+            scope["raw_path"] = _masked(raw.decode("latin-1")).encode("latin-1")
+        if not self.service.enabled:
+            await _not_found()(inner, receive, send)
+            return
+        await self.app(inner, receive, send)
 
 
 def _not_found() -> JSONResponse:
     return JSONResponse(NOT_FOUND_BODY, status_code=404)
 
 
-def _error(status_code: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code)
+def _error(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=dict(headers or {}))
 
 
 async def _read_capped(request: Request, limit: int) -> bytes | None:
@@ -458,6 +651,22 @@ async def _read_capped(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _record_response(record: store.CallbackRecord) -> Response:
+    meta = json.dumps(
+        {
+            "request_id": record.request_id,
+            "status": record.status,
+            "dispatch": record.dispatch,
+            "deliveries": record.deliveries,
+            "received_at": record.received_at.isoformat() + "Z" if record.received_at else None,
+        },
+        separators=(",", ":"),
+    )
+    # The payload is served as stored: it was checked to be JSON that reads back as it came.
+    body = meta[:-1] + ',"data":' + (record.payload_json or "{}") + "}"
+    return Response(body.encode("utf-8"), media_type="application/json")
+
+
 def create_app(service: CallbackService | None = None) -> FastAPI:
     """
     Build the receiver app.
@@ -467,13 +676,17 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
     svc = service or CallbackService()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> Any:
-        # The api-server enters mounted apps' lifespans at start: create the table then.
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The api-server enters mounted apps' lifespans at start. Nothing is created here:
+        # the table belongs to `airflow db migrate`.
+        purger = asyncio.create_task(svc.purge_forever()) if svc.enabled else None
         try:
-            await run_in_threadpool(svc.ensure_table)
-        except Exception:
-            log.exception("Could not create the Nyne callback table yet; will retry on the first callback")
-        yield
+            yield
+        finally:
+            if purger is not None:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
 
     app = FastAPI(
         title="Nyne callbacks",
@@ -482,7 +695,10 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # A redirect would answer a callback with its own URL; nothing here needs one.
+        redirect_slashes=False,
     )
+    app.add_middleware(_ReceiverGuard, service=svc)
     app.state.nyne_callback_service = svc
 
     @app.get("/health")
@@ -490,43 +706,45 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
         if request.query_params.get("db") in ("1", "true"):
             try:
                 await run_in_threadpool(svc.check_database)
-            except Exception:
-                log.exception("Nyne callback health check: database unavailable")
+            except Exception as exc:
+                svc.explain_failure(exc, "Nyne callback health check: database unavailable")
                 return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.post(CALLBACK_PATH + "/{correlation_id}/{token}")
     async def receive(correlation_id: str, token: str, request: Request) -> Response:
-        _hide_token(request, token)
-        target = await run_in_threadpool(svc.authenticate, correlation_id, token)
-        if target is None:
+        auth = await run_in_threadpool(svc.authenticate, correlation_id, token)
+        if auth is None:
             return _not_found()
         try:
-            body = await _read_capped(request, svc.max_body_bytes)
+            body = await asyncio.wait_for(_read_capped(request, svc.max_body_bytes), svc.body_timeout)
         except ClientDisconnect:
             return _error(400, "client disconnected")
+        except asyncio.TimeoutError:
+            return _error(408, f"callback body not received within {svc.body_timeout:g} s")
         if body is None:
             return _error(413, f"callback body larger than {svc.max_body_bytes} bytes")
         try:
-            data = extract_status_data(json.loads(body))
-        except (ValueError, CallbackPayloadError) as exc:
-            return _error(
-                400, str(exc) if isinstance(exc, CallbackPayloadError) else "body is not valid JSON"
-            )
+            data = extract_status_data(decode_body(body))
+        except CallbackPayloadError as exc:
+            return _error(400, str(exc))
         header_rid = request.headers.get("x-nyne-request-id")
         if header_rid and header_rid != str(data["request_id"]):
             return _error(400, "X-Nyne-Request-Id does not match the body's request_id")
         try:
-            outcome = await run_in_threadpool(svc.accept, target, correlation_id, data)
+            outcome = await run_in_threadpool(svc.accept, auth, data)
         except CallbackPayloadError as exc:
             return _error(400, str(exc))
-        except CorrelationConflictError:
+        except CallbackRefusedError as exc:
             log.warning(
-                "Nyne callback for %s arrived on a different callback URL than before", data["request_id"]
+                "Nyne callback for request_id=%s refused (%d): %s", data["request_id"], exc.status_code, exc
             )
-            return _error(409, "request_id already received on another callback URL")
-        except Exception:
-            log.exception("Nyne callback for %s could not be stored; answering 503", data.get("request_id"))
+            headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+            return _error(exc.status_code, exc.detail, headers)
+        except Exception as exc:
+            svc.explain_failure(
+                exc, f"Nyne callback for {data['request_id']} could not be stored; answering 503"
+            )
             return _error(503, "callback not stored; deliver again")
         return JSONResponse(
             {
@@ -539,33 +757,23 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
         )
 
     async def _mailbox(correlation_id: str, token: str, request: Request) -> Response:
-        target = await run_in_threadpool(svc.authenticate, correlation_id, token)
-        if target is None:
+        auth = await run_in_threadpool(svc.authenticate, correlation_id, token)
+        if auth is None:
             return _not_found()
         request_id = request.query_params.get("request_id")
         if not request_id:
             return _error(400, "request_id query parameter is required")
         try:
             record = await run_in_threadpool(svc.read, correlation_id, request_id)
-        except Exception:
-            log.exception("Nyne callback mailbox read failed")
+        except Exception as exc:
+            svc.explain_failure(exc, "Nyne callback mailbox read failed")
             return _error(503, "mailbox unavailable")
         if record is None:
             return Response(status_code=204)
-        return JSONResponse(
-            {
-                "request_id": record.request_id,
-                "status": record.status,
-                "dispatch": record.dispatch,
-                "deliveries": record.deliveries,
-                "received_at": record.received_at.isoformat() + "Z" if record.received_at else None,
-                "data": dict(record.payload),
-            }
-        )
+        return _record_response(record)
 
     @app.get(CALLBACK_PATH + "/{correlation_id}/{token}")
     async def mailbox(correlation_id: str, token: str, request: Request) -> Response:
-        _hide_token(request, token)
         return await _mailbox(correlation_id, token, request)
 
     @app.get(MAILBOX_PATH + "/{correlation_id}")

@@ -1,11 +1,16 @@
 """The provider's own table in the Airflow metadata database: one row per received callback.
 
-The table (``nyne_callback``) lives on its own SQLAlchemy ``MetaData``, outside Airflow's
-models and migrations: it is created with ``CREATE TABLE IF NOT EXISTS`` semantics
-(``checkfirst``) when the receiver starts, and Airflow's ``db migrate``/``db reset`` never
-touch it. Rows are keyed by request id, which is what makes a repeated delivery detectable;
-they double as the mailbox a waiting task's trigger reads, and are purged after the
-retention period.
+The table (``nyne_callback``) is created and upgraded by ``airflow db migrate`` and dropped
+by ``airflow db reset`` through
+:class:`~airflow_provider_nyne.callbacks.db_manager.NyneCallbackDBManager` (its Alembic
+migrations live in ``callbacks/migrations``; this module's ``metadata`` is the schema they
+produce). Nothing creates it at run time.
+
+A row is bound to the callback URL it arrived on *and* the request it is about: the key is
+``(correlation_key, request_id)``, where ``correlation_key`` is the SHA-256 of the
+correlation id (the id itself can be a few kilobytes, too long for a portable index). A
+callback on one URL therefore never blocks a callback on another. Rows double as the
+mailbox a waiting task's trigger reads, and are purged after the retention period.
 
 Functions take a SQLAlchemy ``Session`` (or ``Connection``) so that storing a callback and
 dispatching it share one transaction. Nothing here imports Airflow.
@@ -13,9 +18,8 @@ dispatching it share one transaction. Nothing here imports Airflow.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,33 +30,31 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
     delete,
-    inspect,
     select,
     update,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 __all__ = [
     "TABLE_NAME",
     "CallbackRecord",
     "callbacks_table",
-    "ensure_table",
+    "correlation_key",
     "get_record",
     "insert_record",
+    "metadata",
     "purge_older_than",
     "record_redelivery",
     "set_dispatch",
     "utcnow",
 ]
-
-log = logging.getLogger(__name__)
 
 TABLE_NAME = "nyne_callback"
 
@@ -64,7 +66,8 @@ _LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql")
 callbacks_table = Table(
     TABLE_NAME,
     metadata,
-    Column("request_id", String(255), primary_key=True),
+    Column("correlation_key", String(64), nullable=False),
+    Column("request_id", String(255), nullable=False),
     Column("correlation_id", _LONG_TEXT, nullable=False),
     Column("status", String(32), nullable=False),
     Column("payload", _LONG_TEXT, nullable=False),
@@ -76,6 +79,9 @@ callbacks_table = Table(
     Column("deliveries", Integer, nullable=False, default=1),
     Column("received_at", DateTime(), nullable=False),
     Column("last_delivery_at", DateTime(), nullable=False),
+    # Named explicitly: the 1.0 table's primary key ("nyne_callback_pkey" on PostgreSQL)
+    # still exists while the migration copies its rows into this one.
+    PrimaryKeyConstraint("correlation_key", "request_id", name="pk_nyne_callback"),
     Index("idx_nyne_callback_received_at", "received_at"),
 )
 
@@ -87,15 +93,24 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def correlation_key(correlation_id: str) -> str:
+    """
+    The indexed key of a correlation id: its SHA-256, hex.
+
+    :param correlation_id: the correlation id of a callback URL
+    """
+    return hashlib.sha256(correlation_id.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class CallbackRecord:
     """
     One received callback.
 
-    :param request_id: the Nyne request id (primary key)
+    :param request_id: the Nyne request id
     :param correlation_id: the correlation id of the URL it arrived on
     :param status: the job status it carried (``completed`` or ``failed``)
-    :param payload: the status ``data`` object as received
+    :param payload_json: the status ``data`` object, as the JSON text that is stored and served
     :param dispatch: what the receiver did with it (``asset_event:<id>``, ``resumed``, ``mailbox``, ...)
     :param deliveries: how many times it was delivered
     """
@@ -103,7 +118,7 @@ class CallbackRecord:
     request_id: str
     correlation_id: str
     status: str
-    payload: Mapping[str, Any]
+    payload_json: str
     dag_id: str | None = None
     task_id: str | None = None
     run_id: str | None = None
@@ -113,6 +128,12 @@ class CallbackRecord:
     received_at: datetime | None = None
     last_delivery_at: datetime | None = None
 
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The status ``data`` object, decoded."""
+        value = json.loads(self.payload_json) if self.payload_json else {}
+        return value if isinstance(value, dict) else {}
+
     def __repr__(self) -> str:
         # The payload can be megabytes: keep it out of logs and tracebacks.
         return (
@@ -121,28 +142,12 @@ class CallbackRecord:
         )
 
 
-def ensure_table(bind: Engine | Connection) -> None:
-    """
-    Create the table and its index when missing (safe to call from several processes at once).
-
-    :param bind: an engine or connection on the Airflow metadata database
-    """
-    try:
-        metadata.create_all(bind, checkfirst=True)
-    except SQLAlchemyError:
-        # Another api-server replica created it between our check and our CREATE.
-        if not inspect(bind).has_table(TABLE_NAME):
-            raise
-        log.debug("Table %s was created concurrently", TABLE_NAME)
-
-
 def _row_to_record(row: Any) -> CallbackRecord:
-    payload = json.loads(row.payload) if row.payload else {}
     return CallbackRecord(
         request_id=row.request_id,
         correlation_id=row.correlation_id,
         status=row.status,
-        payload=payload,
+        payload_json=row.payload or "",
         dag_id=row.dag_id,
         task_id=row.task_id,
         run_id=row.run_id,
@@ -154,24 +159,36 @@ def _row_to_record(row: Any) -> CallbackRecord:
     )
 
 
-def get_record(bind: Bind, request_id: str, *, lock: bool = False) -> CallbackRecord | None:
+def _key(correlation_id: str, request_id: str) -> Any:
+    return (callbacks_table.c.correlation_key == correlation_key(correlation_id)) & (
+        callbacks_table.c.request_id == request_id
+    )
+
+
+def get_record(
+    bind: Bind, correlation_id: str, request_id: str, *, lock: bool = False
+) -> CallbackRecord | None:
     """
-    The stored callback for ``request_id``, or ``None``.
+    The callback for ``request_id`` stored from the URL of ``correlation_id``, or ``None``.
 
     :param bind: session or connection
+    :param correlation_id: the correlation id of the callback URL
     :param request_id: the Nyne request id
     :param lock: ``SELECT ... FOR UPDATE`` where the database supports it
     """
-    query = select(callbacks_table).where(callbacks_table.c.request_id == request_id)
+    query = select(callbacks_table).where(_key(correlation_id, request_id))
     if lock:
         query = query.with_for_update()
     row = bind.execute(query).first()
-    return None if row is None else _row_to_record(row)
+    # The hash is the index; the full id is what binds the row (and rules out a collision).
+    if row is None or row.correlation_id != correlation_id:
+        return None
+    return _row_to_record(row)
 
 
 def insert_record(bind: Bind, record: CallbackRecord, *, now: datetime | None = None) -> None:
     """
-    Insert a new callback row; raises ``IntegrityError`` when the request id is already stored.
+    Insert a new callback row; raises ``IntegrityError`` when that URL already stored that request.
 
     :param bind: session or connection (the caller's transaction)
     :param record: the callback to store
@@ -180,10 +197,11 @@ def insert_record(bind: Bind, record: CallbackRecord, *, now: datetime | None = 
     when = now or utcnow()
     bind.execute(
         callbacks_table.insert().values(
+            correlation_key=correlation_key(record.correlation_id),
             request_id=record.request_id,
             correlation_id=record.correlation_id,
             status=record.status,
-            payload=json.dumps(record.payload, separators=(",", ":"), ensure_ascii=False),
+            payload=record.payload_json,
             dag_id=record.dag_id,
             task_id=record.task_id,
             run_id=record.run_id,
@@ -196,33 +214,35 @@ def insert_record(bind: Bind, record: CallbackRecord, *, now: datetime | None = 
     )
 
 
-def record_redelivery(bind: Bind, request_id: str, *, now: datetime | None = None) -> None:
+def record_redelivery(
+    bind: Bind, correlation_id: str, request_id: str, *, now: datetime | None = None
+) -> None:
     """
     Count one more delivery of an already stored callback.
 
     :param bind: session or connection
+    :param correlation_id: the correlation id of the callback URL
     :param request_id: the Nyne request id
     :param now: the delivery time
     """
     bind.execute(
         update(callbacks_table)
-        .where(callbacks_table.c.request_id == request_id)
+        .where(_key(correlation_id, request_id))
         .values(deliveries=callbacks_table.c.deliveries + 1, last_delivery_at=now or utcnow())
     )
 
 
-def set_dispatch(bind: Bind, request_id: str, dispatch: str) -> None:
+def set_dispatch(bind: Bind, correlation_id: str, request_id: str, dispatch: str) -> None:
     """
     Record what was done with a callback.
 
     :param bind: session or connection
+    :param correlation_id: the correlation id of the callback URL
     :param request_id: the Nyne request id
     :param dispatch: short description (``asset_event:42``, ``resumed``, ``mailbox``, ...)
     """
     bind.execute(
-        update(callbacks_table)
-        .where(callbacks_table.c.request_id == request_id)
-        .values(dispatch=dispatch[:500])
+        update(callbacks_table).where(_key(correlation_id, request_id)).values(dispatch=dispatch[:500])
     )
 
 

@@ -8,8 +8,14 @@ A callback URL is ``<base>/nyne/v1/callback/<correlation_id>/<token>``:
   connection whose secret signs it. It is compact JSON encoded as URL-safe base64, so the
   submitting task can build it before it submits, without writing anything anywhere;
 * the *token* is ``HMAC-SHA256(secret, "nyne-callback/v1:" + correlation_id)`` in URL-safe
-  base64. Whoever holds the URL may deliver (and read back) that one callback; nobody can
-  forge a URL for another task or asset without the secret.
+  base64. Whoever holds the URL may deliver (and read back) the callback of the request
+  that task instance submitted; nobody can forge a URL for another task or asset without
+  the secret.
+
+What a secret may sign is narrower than what it can compute: a connection's own
+``callback_secret`` signs only for task instances using that connection and only
+``nyne://`` Assets or the submitting task's outlets (:func:`connection_secret_may_sign`);
+the receiver enforces both, and the submitting task checks the Asset before it spends.
 
 This module is pure Python (no Airflow import): the receiver, the trigger and the
 submitting task all use it.
@@ -22,17 +28,21 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ASSET_SCHEME",
     "CALLBACK_PATH",
+    "CORRELATION_XCOM_KEY",
     "MAILBOX_PATH",
     "TOKEN_HEADER",
     "URL_PREFIX",
     "CallbackTarget",
     "callback_path",
     "callback_url",
+    "connection_secret_may_sign",
     "decode_correlation_id",
     "encode_correlation_id",
     "mailbox_path",
@@ -48,6 +58,11 @@ CALLBACK_PATH = "/v1/callback"
 #: so that triggerers and workers reading it log no credential.
 MAILBOX_PATH = "/v1/mailbox"
 TOKEN_HEADER = "X-Nyne-Callback-Token"
+#: XCom key under which the submitting task records the correlation id of the URL it sent:
+#: the receiver accepts a callback only on the URL the task instance itself issued.
+CORRELATION_XCOM_KEY = "callback_correlation_id"
+#: Scheme of the provider's own Assets (``nyne://interactions/...``).
+ASSET_SCHEME = "nyne"
 _TOKEN_CONTEXT = b"nyne-callback/v1:"
 #: Correlation ids longer than this are refused before any decoding (a URL stays well under 4 KiB).
 MAX_CORRELATION_ID_LENGTH = 3000
@@ -215,3 +230,24 @@ def callback_url(base_url: str, correlation_id: str, secret: str) -> str:
     if not base_url:
         raise ValueError("a callback base URL is required")
     return base_url.rstrip("/") + callback_path(correlation_id, make_token(secret, correlation_id))
+
+
+def connection_secret_may_sign(target: CallbackTarget, declared_assets: Iterable[tuple[str, str]]) -> bool:
+    """
+    Whether a connection's own ``callback_secret`` may sign a URL for ``target``'s Asset.
+
+    A connection's secret is readable by whoever may read that connection, so it must not
+    reach Assets that other DAGs consume: it signs ``nyne://`` Assets and Assets the
+    submitting task declares as outlets, nothing else. The deployment-wide
+    ``[nyne] callback_secret`` is not limited this way.
+
+    :param target: what the URL wakes
+    :param declared_assets: ``(name, uri)`` of the submitting task's outlets
+    """
+    if not target.has_asset:
+        return True
+    name = target.asset_name or target.asset_uri
+    uri = target.asset_uri or target.asset_name
+    if str(uri).startswith(f"{ASSET_SCHEME}://"):
+        return True
+    return any(name == d_name and uri == d_uri for d_name, d_uri in declared_assets)

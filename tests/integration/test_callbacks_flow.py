@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from airflow_provider_nyne.callbacks.db_manager import NyneCallbackDBManager
 from airflow_provider_nyne.callbacks.dispatch import AirflowBackend
 from airflow_provider_nyne.callbacks.receiver import CallbackService, create_app
 from airflow_provider_nyne.callbacks.tokens import URL_PREFIX
@@ -49,8 +50,16 @@ def receiver(airflow_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
 
     if getattr(settings, "engine", None) is None:
         settings.configure_orm()
+    # `airflow db migrate` made the table where Airflow discovers the DB manager (3.2+); on 3.1
+    # the test database was migrated without it, so run the manager as that command would.
+    session = settings.Session()
+    try:
+        NyneCallbackDBManager(session).initdb()
+        session.commit()
+    finally:
+        session.close()
     monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_SECRET", SECRET)
-    service = CallbackService(_ConfigSecretBackend(), resume=False)
+    service = CallbackService(_ConfigSecretBackend(), resume=False, enabled=True)
     # Mounted under /nyne, as the api-server mounts the plugin's app.
     root = FastAPI()
     root.mount(URL_PREFIX, create_app(service))
@@ -75,7 +84,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG
 
-from airflow_provider_nyne.callbacks.transfers import NyneCallbackResultToObjectStorageOperator
+from airflow_provider_nyne.transfers.callback_to_storage import NyneCallbackResultToObjectStorageOperator
 from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
 
 

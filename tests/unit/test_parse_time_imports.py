@@ -29,8 +29,6 @@ PACKAGE = Path(airflow_provider_nyne.__file__).resolve().parent
 PARSE_TIME_MODULES = {
     "airflow_provider_nyne",
     "airflow_provider_nyne._compat",
-    "airflow_provider_nyne.callbacks",
-    "airflow_provider_nyne.callbacks.transfers",
     "airflow_provider_nyne.client",
     "airflow_provider_nyne.client.errors",
     "airflow_provider_nyne.client.ratelimit",
@@ -40,6 +38,7 @@ PARSE_TIME_MODULES = {
     "airflow_provider_nyne.sensors",
     "airflow_provider_nyne.sensors.interactions",
     "airflow_provider_nyne.transfers",
+    "airflow_provider_nyne.transfers.callback_to_storage",
     "airflow_provider_nyne.transfers.interactions_to_storage",
     "airflow_provider_nyne.utils",
     "airflow_provider_nyne.utils.arguments",
@@ -50,7 +49,7 @@ import json, sys
 import airflow_provider_nyne.operators.interactions as o
 import airflow_provider_nyne.sensors.interactions as s
 import airflow_provider_nyne.transfers.interactions_to_storage as t
-import airflow_provider_nyne.callbacks.transfers as c
+import airflow_provider_nyne.transfers.callback_to_storage as c
 
 loaded = sorted(m for m in sys.modules if m.startswith("airflow_provider_nyne"))
 # Building tasks with their checks (poll schedule, wait mode, format, timeout) loads nothing more.
@@ -99,7 +98,7 @@ DAG_FACING = (
     "operators/interactions.py",
     "sensors/interactions.py",
     "transfers/interactions_to_storage.py",
-    "callbacks/transfers.py",
+    "transfers/callback_to_storage.py",
 )
 
 

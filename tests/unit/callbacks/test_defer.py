@@ -20,9 +20,9 @@ from airflow_provider_nyne.callbacks.defer import (
     submit_with_asset_callback,
 )
 from airflow_provider_nyne.callbacks.tokens import decode_correlation_id, make_token
-from airflow_provider_nyne.callbacks.triggers import NyneCallbackTrigger
 from airflow_provider_nyne.client.request import InteractionRequest
 from airflow_provider_nyne.hooks.nyne import NyneHook
+from airflow_provider_nyne.triggers.callbacks import NyneCallbackTrigger
 
 BASE = "https://airflow.example.com"
 
@@ -143,6 +143,71 @@ def test_plan_encodes_the_task_instance_and_hides_the_url(monkeypatch: pytest.Mo
     )
     assert plan.url.startswith(f"{BASE}/nyne/v1/callback/{plan.correlation_id}/")
     assert plan.url not in repr(plan)
+
+
+class _OutletTask:
+    def __init__(self, *uris: str) -> None:
+        from airflow.sdk import Asset
+
+        self.outlets = [Asset(uri=uri) for uri in uris]
+
+
+@pytest.mark.parametrize(
+    ("conn_secret", "asset", "outlets", "allowed"),
+    [
+        pytest.param(
+            "conn-secret", "nyne://interactions/twitter/nasa/followers", (), True, id="conn-nyne-asset"
+        ),
+        pytest.param("conn-secret", "s3://finance/ledger.csv", (), False, id="conn-foreign-asset"),
+        pytest.param(
+            "conn-secret", "s3://finance/ledger.csv", ("s3://finance/ledger.csv",), True, id="conn-own-outlet"
+        ),
+        pytest.param(None, "s3://finance/ledger.csv", (), True, id="deployment-secret-any-asset"),
+    ],
+)
+def test_a_connection_secret_signs_only_nyne_assets_or_outlets_checked_before_spending(
+    monkeypatch: pytest.MonkeyPatch,
+    no_http: list[Any],
+    conn_secret: str | None,
+    asset: str,
+    outlets: tuple[str, ...],
+    allowed: bool,
+) -> None:
+    _set_conn(monkeypatch, secret=conn_secret)
+    monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_BASE_URL", BASE)
+    monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_SECRET", "config-secret")
+    ti = FakeTI()
+    context = {"ti": ti, "task": _OutletTask(*outlets)}
+    request = {"social_media_url": "https://x.com/nasa", "type": "followers"}
+    if allowed:
+        assert submit_with_asset_callback(context, NyneHook(), request, asset=asset) == "req-42"
+        return
+    with pytest.raises(
+        AirflowFailException, match=r"nyne:// Assets or the task's outlets.*\[nyne\] callback_secret"
+    ):
+        submit_with_asset_callback(context, NyneHook(), request, asset=asset)
+    assert no_http == []
+    assert ti.xcoms == {}
+
+
+def test_the_url_is_recorded_before_the_submission(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The receiver accepts a callback only on the URL the task recorded; Nyne may call back
+    # before the API's answer reaches the task.
+    _set_conn(monkeypatch)
+    monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_BASE_URL", BASE)
+    ti = FakeTI()
+    seen: list[dict[str, Any]] = []
+
+    def submit(self: NyneHook, request: Any) -> str:
+        seen.append(dict(ti.xcoms))
+        return "req-42"
+
+    monkeypatch.setattr(NyneHook, "submit_interactions", submit)
+    submit_with_asset_callback(
+        {"ti": ti}, NyneHook(), {"social_media_url": "https://x.com/nasa", "type": "followers"}
+    )
+    assert list(seen[0]) == [CORRELATION_XCOM_KEY]
+    assert ti.xcoms["request_id"] == "req-42"
 
 
 def test_deferred_mode_submits_with_the_url_pushes_xcoms_and_defers(

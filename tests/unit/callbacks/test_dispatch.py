@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
 
-from airflow_provider_nyne.callbacks.dispatch import TRIGGER_CLASSPATH, AirflowBackend
+from airflow_provider_nyne.callbacks.dispatch import TRIGGER_CLASSPATH, AirflowBackend, _xcom_text
 from airflow_provider_nyne.callbacks.tokens import CallbackTarget
-from airflow_provider_nyne.callbacks.triggers import NyneCallbackTrigger
+from airflow_provider_nyne.triggers.callbacks import NyneCallbackTrigger
 
 
 @pytest.fixture
@@ -25,6 +26,41 @@ def backend(airflow_db: str) -> AirflowBackend:
 def test_trigger_classpath_matches_the_trigger() -> None:
     trigger = NyneCallbackTrigger(request_id="r", correlation_id="c", end_time=0)
     assert trigger.serialize()[0] == TRIGGER_CLASSPATH
+
+
+def test_no_task_instance_means_no_submission(backend: AirflowBackend) -> None:
+    with backend.session() as session:
+        assert backend.task_submission(session, CallbackTarget("no_dag", "t", "r")) is None
+        assert backend.task_outlets(session, CallbackTarget("no_dag", "t", "r")) == []
+
+
+@pytest.mark.parametrize(
+    ("stored", "text"),
+    [
+        pytest.param("req-1", "req-1", id="plain"),
+        pytest.param('"req-1"', "req-1", id="json-encoded"),
+        pytest.param('"\\"req-1\\""', "req-1", id="json-encoded-twice"),
+        pytest.param("{not json", "{not json", id="not-json"),
+        pytest.param(42, None, id="not-a-string"),
+        pytest.param('["a"]', '["a"]', id="json-list"),
+    ],
+)
+def test_xcom_values_read_back_as_the_pushed_string(stored: Any, text: str | None) -> None:
+    assert _xcom_text(stored) == text
+
+
+def test_unknown_connections_are_cached_in_a_bounded_lru(
+    backend: AirflowBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    monkeypatch.setattr(AirflowBackend, "_read_connection_secret", staticmethod(lambda c: reads.append(c)))
+    for i in range(300):
+        backend.connection_secret(f"nope_{i}")
+    backend.connection_secret("nope_299")  # recent: still cached
+    backend.connection_secret("nope_0")  # evicted: read again
+    assert reads.count("nope_299") == 1
+    assert reads.count("nope_0") == 2
+    assert len(backend._secrets) <= 256
 
 
 def test_asset_event_is_recorded_with_extra(backend: AirflowBackend) -> None:

@@ -10,9 +10,9 @@ import pytest
 from airflow_provider_nyne._compat import AirflowFailException, TaskDeferred
 from airflow_provider_nyne.callbacks.defer import CORRELATION_XCOM_KEY
 from airflow_provider_nyne.callbacks.tokens import decode_correlation_id
-from airflow_provider_nyne.callbacks.triggers import NyneCallbackTrigger
 from airflow_provider_nyne.hooks.nyne import NyneHook
 from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
+from airflow_provider_nyne.triggers.callbacks import NyneCallbackTrigger
 from tests.unit.callbacks.test_defer import FakeTI
 
 FIELDS = {"social_media_url": "https://x.com/nasa", "interaction_type": "followers"}

@@ -9,6 +9,7 @@ from airflow_provider_nyne.callbacks.tokens import (
     CallbackTarget,
     callback_path,
     callback_url,
+    connection_secret_may_sign,
     decode_correlation_id,
     encode_correlation_id,
     make_token,
@@ -112,3 +113,31 @@ def test_callback_url_is_the_capability_path_under_the_base() -> None:
     assert url == "https://airflow.example.com" + callback_path(cid, make_token(SECRET, cid))
     assert url.startswith("https://airflow.example.com/nyne/v1/callback/" + cid + "/")
     assert SECRET not in url
+
+
+_NYNE = CallbackTarget("d", "t", "r", asset_name="nyne://interactions/x", asset_uri="nyne://interactions/x")
+_S3 = CallbackTarget("d", "t", "r", asset_name="s3://finance/ledger.csv", asset_uri="s3://finance/ledger.csv")
+
+
+@pytest.mark.parametrize(
+    ("target", "declared", "allowed"),
+    [
+        pytest.param(CallbackTarget("d", "t", "r", wait=True), [], True, id="no-asset"),
+        pytest.param(_NYNE, [], True, id="nyne-asset"),
+        pytest.param(_S3, [], False, id="foreign-asset"),
+        pytest.param(
+            _S3, [("s3://finance/ledger.csv", "s3://finance/ledger.csv")], True, id="declared-outlet"
+        ),
+        pytest.param(_S3, [("ledger", "s3://finance/ledger.csv")], False, id="same-uri-other-name"),
+        pytest.param(
+            CallbackTarget("d", "t", "r", asset_name="nyne-ish", asset_uri="nyneish://x"),
+            [],
+            False,
+            id="lookalike",
+        ),
+    ],
+)
+def test_what_a_connection_secret_may_sign(
+    target: CallbackTarget, declared: list[tuple[str, str]], allowed: bool
+) -> None:
+    assert connection_secret_may_sign(target, declared) is allowed
