@@ -600,6 +600,7 @@ def test_waiting_task_is_resumed_with_a_check_event_shaped_event(
         "error_code": None,
         "http_status": None,
         "polls": 0,
+        "error_type": None,
         "source": "callback",
         "correlation_id": encode_correlation_id(WAIT_TARGET),
     }
