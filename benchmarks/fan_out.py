@@ -121,6 +121,8 @@ async def _wait(kind: str, request_id: str, scale: float) -> str:
         async for event in run:
             return str(event.payload.get("status"))
         return "no event"
+    except Exception as err:  # the HTTP provider's trigger raises on a 429 instead of firing an event
+        return f"raised {type(err).__name__}"
     finally:
         await run.aclose()
 
@@ -185,8 +187,11 @@ class FanOutRun:
         return percentile(self.delays, pct) if self.delays else None
 
 
-def measure(sim: SimulatorProcess, workdir: Path, kind: str, count: int, scale: float) -> FanOutRun:
+def measure(
+    sim: SimulatorProcess, workdir: Path, kind: str, count: int, scale: float, log: Any = print
+) -> FanOutRun:
     """Run one kind in a fresh child against a freshly reset simulator."""
+    started = time.monotonic()
     declared = (
         {"rate_limit_per_minute": 0, "rate_limit_per_hour": 0}
         if kind in ("no-budget", "http")
@@ -213,6 +218,7 @@ def measure(sim: SimulatorProcess, workdir: Path, kind: str, count: int, scale: 
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"fan-out child {kind} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     result = json.loads(lines[-1])
+    log(f"   {kind}: {time.monotonic() - started:.0f} s")
     ledger = sim.ledger()
     requests = ledger["requests"]
     first = min((r["time"] for r in requests), default=0.0)
