@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from airflow_provider_nyne.client.errors import NyneValidationError
+from airflow_provider_nyne.client.urls import host_allowed, parse_http_url
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ def parse_social_media_url(url: str) -> ParsedProfileURL:
     """
     Parse a Twitter/X or Instagram profile or status URL.
 
+    The URL is read by :mod:`~airflow_provider_nyne.client.urls`, as HTTP clients read it (a
+    backslash, a control character, a user name, a ``..`` segment and the like are refused),
+    and :attr:`ParsedProfileURL.url` is its normalised form: the URL that is sent.
+
     :param url: e.g. ``https://x.com/nasa``, ``twitter.com/nasa/status/1234567890123``,
         ``https://www.instagram.com/natgeo/``. A missing scheme means ``https``.
     :raises NyneValidationError: when it is not a URL of a supported platform.
@@ -86,24 +90,18 @@ def parse_social_media_url(url: str) -> ParsedProfileURL:
     field_name = "social_media_url"
     if not isinstance(url, str) or not url.strip():
         raise _fail(field_name, "must be a non-empty Twitter/X or Instagram URL")
-    text = url.strip()
-    if "://" not in text:
-        text = "https://" + text
-    try:
-        parts = urlsplit(text)
-        host = (parts.hostname or "").lower()
-    except ValueError as err:
-        raise _fail(field_name, f"{url!r} is not a valid URL ({err})") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise _fail(field_name, f"{url!r} must use http or https")
-    segments = [s for s in parts.path.split("/") if s]
-    if host in TWITTER_HOSTS:
+    parsed = parse_http_url(url, field=field_name, default_scheme="https")
+    text = parsed.url
+    if parsed.port is not None:
+        raise _fail(field_name, f"{text!r} has a port; Twitter/X and Instagram URLs have none: remove it")
+    segments = [s for s in parsed.path.split("/") if s]
+    if parsed.host in TWITTER_HOSTS:
         return _parse_twitter(text, segments)
-    if host in INSTAGRAM_HOSTS:
+    if parsed.host in INSTAGRAM_HOSTS:
         return _parse_instagram(text, segments)
     raise _fail(
         field_name,
-        f"{url!r} is not a Twitter/X or Instagram URL; use a profile or status URL on "
+        f"{text!r} is not a Twitter/X or Instagram URL; use a profile or status URL on "
         "twitter.com, x.com, mobile.twitter.com or instagram.com",
     )
 
@@ -197,47 +195,28 @@ def normalize_max_results(value: object) -> int:
     return clamped
 
 
-def _host_allowed(host: str, allowed: Iterable[str]) -> bool:
-    for pattern in allowed:
-        pattern = pattern.strip().lower()
-        if not pattern:
-            continue
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]) and host != pattern[2:]:
-                return True
-        elif host == pattern:
-            return True
-    return False
-
-
 def validate_callback_url(value: object, allowed_hosts: Iterable[str] | None = None) -> str:
     """
     Check that ``callback_url`` is an absolute HTTP(S) URL, on an allowed host when an allow-list is set.
+
+    The URL is read by :mod:`~airflow_provider_nyne.client.urls`, as HTTP clients read it, and
+    the host checked is the one they connect to; the normalised URL is returned (and sent).
 
     :param value: the URL
     :param allowed_hosts: host names (``hooks.example.com``) or wildcards (``*.example.com``)
     """
     if not isinstance(value, str) or not value.strip():
         raise _fail("callback_url", "must be a non-empty http(s) URL")
-    text = value.strip()
-    try:
-        parts = urlsplit(text)
-        host = (parts.hostname or "").lower()
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as err:
-        raise _fail("callback_url", f"{text!r} is not a valid URL ({err})") from None
-    if parts.scheme.lower() not in ("http", "https") or not host:
-        raise _fail("callback_url", f"{text!r} must be an absolute http:// or https:// URL")
-    if any(c.isspace() for c in text):
-        raise _fail("callback_url", f"{text!r} must not contain whitespace")
-    allowed = list(allowed_hosts or [])
-    if allowed and not _host_allowed(host, allowed):
+    parsed = parse_http_url(value, field="callback_url")
+    allowed = [h.strip() if isinstance(h, str) else h for h in (allowed_hosts or ())]
+    if any(allowed) and not host_allowed(parsed.host, allowed):
+        listed = ", ".join(str(h) for h in allowed if h)
         raise _fail(
             "callback_url",
-            f"host {host!r} is not in the allowed callback hosts ({', '.join(allowed)}); "
+            f"host {parsed.host!r} is not in the allowed callback hosts ({listed}); "
             "use an allowed host or extend the allow-list",
         )
-    return text
+    return parsed.url
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
@@ -35,6 +34,7 @@ from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.client.ratelimit import RateLimits
 from airflow_provider_nyne.client.request import InteractionRequest
 from airflow_provider_nyne.client.retry import RetryPolicy
+from airflow_provider_nyne.client.urls import base_url
 from airflow_provider_nyne.get_provider_info import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
 from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID
 
@@ -131,26 +131,18 @@ def _rate_limits(extras: Mapping[str, Any], conn_id: str) -> RateLimits:
 
 
 def base_url_from(host: str | None, port: int | None, scheme: str | None) -> str:
-    """The API root from a connection's host (with or without scheme), port and optional ``scheme`` extra."""
-    if not host:
-        return DEFAULT_BASE_URL
-    text = host.strip()
-    if "://" not in text:
-        text = f"{(scheme or 'https').lower()}://{text}"
-    text = text.rstrip("/")
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        parts = None
-    # The key and secret belong in login/password, never in the URL (it is logged).
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        raise NyneValidationError(
-            f"Base URL {host!r} must be an http(s) URL such as {DEFAULT_BASE_URL}", field="host"
-        )
-    if port and parts.port is None:
-        text = f"{parts.scheme}://{parts.netloc}:{port}{parts.path}"
-    return text.rstrip("/")
+    """
+    The API root from a connection's host (with or without scheme), port and optional ``scheme`` extra.
+
+    Read by :func:`airflow_provider_nyne.client.urls.base_url`: a host carrying a user name or
+    password is refused with a message that shows none of it (the key and secret belong in
+    login and password); no error quotes the host.
+
+    :param host: the connection's host (``https://api.nyne.ai``, ``api.nyne.ai``, ``127.0.0.1``)
+    :param port: the connection's port, used when the host names none
+    :param scheme: the ``scheme`` extra, for a host without scheme (default ``https``)
+    """
+    return base_url(host, port, scheme, default=DEFAULT_BASE_URL)
 
 
 def settings_from_connection(conn: Any) -> NyneConnectionSettings:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_nyne._compat import AirflowException, AirflowFailException
 from airflow_provider_nyne.client.errors import NyneError, NyneNotFoundError
 from airflow_provider_nyne.client.schedule import (
     DEFAULT_BACKOFF_FACTOR,
@@ -30,10 +31,30 @@ if TYPE_CHECKING:
     from airflow_provider_nyne.client.models import JobStatus
     from airflow_provider_nyne.client.request import InteractionRequest
     from airflow_provider_nyne.hooks.nyne import NyneHook
-    from airflow_provider_nyne.utils.request_state import RequestStateStore
+    from airflow_provider_nyne.utils.request_state import RequestStateStore, SubmittedRequest
 
 #: XCom key of the submitted request id (pushed before any waiting).
 REQUEST_ID_XCOM_KEY = "request_id"
+
+
+def interrupted_message(record: SubmittedRequest) -> str:
+    """
+    Why a retry stops when a previous try was interrupted while submitting, and how to resume.
+
+    :param record: the intent the previous try left (see :meth:`SubmittedRequest.intent`)
+    """
+    details = [f"try {record.try_number}"] if record.try_number else []
+    if record.since:
+        details.append(f"started {record.since}")
+    when = f" ({', '.join(details)})" if details else ""
+    return (
+        f"Nyne: a previous try of this task was interrupted while submitting this lookup{when} "
+        "and its answer was never recorded: the lookup may be running "
+        "at Nyne and may be charged, so it is not submitted again on its own. To resume without "
+        "paying twice, find the request id in the Nyne dashboard and set "
+        "reuse_request_id='<request id>'; to submit again knowingly (a second charge if the first "
+        "was accepted), set resubmit_if_interrupted=True. Then clear this task."
+    )
 
 
 class NyneSubmitInteractionsOperator(BaseOperator):
@@ -50,6 +71,16 @@ class NyneSubmitInteractionsOperator(BaseOperator):
     retry, a request still running is reconnected to, a completed one is reused, and only a
     failed or expired one (404) is submitted again. A retry whose parameters changed submits
     the new lookup.
+
+    The intent to submit is recorded there too, before the POST is sent. A retry that finds
+    it without a request id (the previous try was killed, or lost the answer, while
+    submitting) does not submit again on its own: the lookup may be running and may be
+    charged. It fails with ``AirflowFailException`` naming the two ways to resume on
+    purpose: ``reuse_request_id`` (the id from the Nyne dashboard) or
+    ``resubmit_if_interrupted=True``. If the task state store cannot be read or written
+    before the POST, nothing is sent and the try fails (Airflow's retries apply); with the
+    Variable fallback of Airflow 3.1/3.2 the submission goes ahead with an error-level
+    warning (see ``RequestStateStore.begin_submission`` for why).
 
     :param social_media_url: Twitter/X or Instagram profile or status URL (templated)
     :param twitter_url: alias of ``social_media_url`` (templated)
@@ -72,7 +103,11 @@ class NyneSubmitInteractionsOperator(BaseOperator):
     :param backoff_factor: growth of the delay per poll (default 1.5)
     :param max_transient_errors: consecutive failed polls (5xx, 429, timeouts) tolerated while
         waiting (default 10)
-    :param reuse_request_id: attach to this existing request id instead of submitting (templated)
+    :param reuse_request_id: attach to this existing request id instead of submitting (templated);
+        also the way to resume after a try was interrupted while submitting
+    :param resubmit_if_interrupted: when a previous try was interrupted while submitting (its
+        answer never recorded), submit again instead of failing (default ``False``). The
+        interrupted submission may have been accepted: both may be charged
     :param wait_mode: ``"poll"`` (default) or ``"callback"``: Nyne POSTs the result to the
         receiver in the Airflow api-server (``[nyne] callback_base_url`` and a signing secret
         must be set; see the Callbacks section of the README). With ``wait_for_completion`` the task defers until
@@ -118,6 +153,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         max_transient_errors: int = DEFAULT_MAX_TRANSIENT_ERRORS,
         reuse_request_id: str | None = None,
+        resubmit_if_interrupted: bool = False,
         wait_mode: str = "poll",
         callback_asset: Any = None,
         **kwargs: Any,
@@ -144,6 +180,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
             poll_interval=poll_interval, max_poll_interval=max_poll_interval, backoff_factor=backoff_factor
         )
         self.reuse_request_id = reuse_request_id
+        self.resubmit_if_interrupted = resubmit_if_interrupted
         self.wait_mode = check_wait_mode(wait_mode)
         if self.wait_mode == "callback" and wait_for_completion and not deferrable:
             raise ValueError("wait_mode='callback' waits in the triggerer: it needs deferrable=True")
@@ -196,14 +233,22 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         from airflow_provider_nyne.client.models import JobState
         from airflow_provider_nyne.utils.waiting import fail_for
 
-        record = store.load()
+        record = self._load(store)
         if record is None:
             return None
         rid = record.request_id
         if record.fingerprint and record.fingerprint != request.fingerprint():
             self.log.warning(
                 "A previous try submitted Nyne request %s for different parameters; submitting the new lookup",
-                rid,
+                rid or "(interrupted while submitting)",
+            )
+            return None
+        if rid is None:
+            if not self.resubmit_if_interrupted:
+                raise AirflowFailException(interrupted_message(record))
+            self.log.warning(
+                "A previous try was interrupted while submitting this lookup; submitting again as "
+                "resubmit_if_interrupted=True asks (if the interrupted one was accepted, both may be charged)"
             )
             return None
         try:
@@ -229,44 +274,85 @@ class NyneSubmitInteractionsOperator(BaseOperator):
             self.log.info("Reconnecting to Nyne request %s from a previous try (%s)", rid, status.status)
         return rid, status
 
-    def _submit(self, request: InteractionRequest) -> str:
+    def _load(self, store: RequestStateStore) -> SubmittedRequest | None:
+        """What a previous try recorded; a store that cannot be read fails the try before anything is sent."""
+        from airflow_provider_nyne.utils.request_state import RequestStateError
+
+        try:
+            return store.load(strict=True)
+        except RequestStateError as err:
+            raise AirflowException(f"Nyne: {err}; nothing was submitted, a retry will look again") from err
+
+    def _submit(self, request: InteractionRequest, store: RequestStateStore, context: Any) -> str:
+        """Record the intent, send the POST, then keep the request id (or clear the intent)."""
+        from airflow_provider_nyne.utils.request_state import (
+            RequestStateError,
+            SubmittedRequest,
+            submission_not_accepted,
+        )
         from airflow_provider_nyne.utils.waiting import fail_for
 
+        fingerprint = request.fingerprint()
+        try:
+            store.begin_submission(fingerprint, try_number=getattr(context.get("ti"), "try_number", None))
+        except RequestStateError as err:
+            raise AirflowException(f"Nyne: {err}; nothing was submitted, a retry will try again") from err
         self.log.info("Submitting Nyne %s lookup for %s", request.interaction_type, request.target)
         try:
-            return self.hook.submit_interactions(request)
+            request_id = self.hook.submit_interactions(request)
         except NyneError as err:
+            if submission_not_accepted(err):
+                store.clear_submission()
             # Only a failure proving the lookup was not processed may be retried by Airflow.
             raise fail_for(err, nyne_conn_id=self.nyne_conn_id, submitting=True) from err
+        store.save(SubmittedRequest(request_id, fingerprint))
+        return request_id
+
+    def _resolve_interrupted(
+        self, context: Any, request: InteractionRequest, request_id: str
+    ) -> RequestStateStore:
+        """
+        With ``reuse_request_id``: an interrupted submission of this lookup is resolved by the given id.
+
+        Returns the store that now keeps it (released when the task succeeds), else a no-op store.
+        """
+        from airflow_provider_nyne.utils.request_state import (
+            RequestStateStore,
+            SubmittedRequest,
+            request_state_store,
+        )
+
+        store = request_state_store(context)
+        record = store.load()
+        if record is None or not record.submitting or record.fingerprint not in (None, request.fingerprint()):
+            return RequestStateStore()
+        store.save(SubmittedRequest(request_id, request.fingerprint()))
+        self.log.info("Request %s resolves the submission a previous try left unfinished", request_id)
+        return store
 
     # Airflow entry points ------------------------------------------------------------------
 
     def execute(self, context: Any) -> Any:
         """Validate, reconnect or submit, keep the request id, then optionally wait."""
         from airflow_provider_nyne.callbacks.defer import callback_request, continue_with_callback
-        from airflow_provider_nyne.utils.request_state import (
-            RequestStateStore,
-            SubmittedRequest,
-            request_state_store,
-        )
+        from airflow_provider_nyne.utils.request_state import request_state_store
         from airflow_provider_nyne.utils.waiting import deadline_after, wait_for_request
 
         request, callback = callback_request(self, context, self.build_request())
         store: RequestStateStore
         status: JobStatus | None = None
         if self.reuse_request_id:
-            store = RequestStateStore()
             request_id = str(self.reuse_request_id).strip()
             status = self._status(request_id)
             self.log.info("Attaching to existing Nyne request %s (%s)", request_id, status.status)
+            store = self._resolve_interrupted(context, request, request_id)
         else:
             store = request_state_store(context)
             found = self._reconnect(store, request)
             if found is not None:
                 request_id, status = found
             else:
-                request_id = self._submit(request)
-                store.save(SubmittedRequest(request_id, request.fingerprint()))
+                request_id = self._submit(request, store, context)
         context["ti"].xcom_push(key=REQUEST_ID_XCOM_KEY, value=request_id)
 
         if callback is not None:  # wait_mode="callback": defer on the callback, or return (asset mode)

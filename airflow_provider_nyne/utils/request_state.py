@@ -14,9 +14,19 @@ can be kept differs by version, and this module is the one place that knows:
   successful run of the same task instance remove it). Airflow 3.1's SDK logs "Variable not
   found" at error level when a first try looks and finds nothing; that line is harmless.
 
-If the store cannot be reached (a worker without access to Variables, a unit test without a
-task context), the record is simply not kept: the task still works, but a retry submits a
-new lookup. That is logged as a warning.
+A crash while the (paid) POST is in flight must not end in a silent second submission, so
+the record has two states. Before sending, the operator records the *intent*
+(``{"state": "submitting", "fingerprint": ...}``); when the API answers, the request id
+replaces it; when the failure proves the lookup was not accepted (nothing sent, 429, 503,
+or any other 4xx: :func:`submission_not_accepted`), it is cleared. A retry that finds an
+intent without a request id cannot know whether the lookup runs (and will be charged), so
+the operator stops and says how to resume on purpose.
+
+When the store cannot be read or written before the POST, the answer depends on the store
+(see :meth:`RequestStateStore.begin_submission`): the task state store raises
+:class:`RequestStateError` and nothing is sent; the Variable fallback sends with an error-level
+warning. Where there is no store at all (a unit test without a task context), the task still
+works, but a retry submits a new lookup; that is logged as a warning.
 """
 
 from __future__ import annotations
@@ -25,9 +35,12 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_nyne._compat import get_task_state_store
+from airflow_provider_nyne.client.errors import NyneAuthError, NyneError, NyneValidationError
+from airflow_provider_nyne.client.http import is_retry_safe
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +50,58 @@ STATE_KEY = "nyne_interactions_request"
 VARIABLE_PREFIX = "nyne_request__"
 
 
+#: ``state`` of a record written before the POST, replaced by the request id when it answers.
+SUBMITTING = "submitting"
+
+
+class RequestStateError(RuntimeError):
+    """The task's request record could not be read or written (raised before anything is sent)."""
+
+
 @dataclass(frozen=True)
 class SubmittedRequest:
     """
     What a try remembers about its submission: enough to reconnect, and to notice a changed request.
 
-    :param request_id: the Nyne request id
+    A record without ``request_id`` is an *intent*: the try was about to send the POST (or was
+    sending it) and never recorded the answer.
+
+    :param request_id: the Nyne request id; ``None`` for an intent
     :param fingerprint: :meth:`InteractionRequest.fingerprint` of what was asked
+    :param since: for an intent, when the submission started (ISO 8601, UTC)
+    :param try_number: for an intent, the try that was submitting
     """
 
-    request_id: str
+    request_id: str | None
     fingerprint: str | None = None
+    since: str | None = None
+    try_number: int | None = None
+
+    @classmethod
+    def intent(cls, fingerprint: str, *, try_number: int | None = None) -> SubmittedRequest:
+        """
+        The record written just before the POST.
+
+        :param fingerprint: :meth:`InteractionRequest.fingerprint` of the request about to be sent
+        :param try_number: the running try, named in the message a later try shows
+        """
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return cls(None, fingerprint, since=now, try_number=try_number)
+
+    @property
+    def submitting(self) -> bool:
+        """Whether this is an intent: a submission was started and its answer never recorded."""
+        return self.request_id is None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON value for the store."""
+        if self.request_id is None:
+            return {
+                "state": SUBMITTING,
+                "fingerprint": self.fingerprint,
+                "since": self.since,
+                "try_number": self.try_number,
+            }
         return {"request_id": self.request_id, "fingerprint": self.fingerprint}
 
     @classmethod
@@ -63,65 +114,199 @@ class SubmittedRequest:
                 return None
         if not isinstance(value, dict):
             return None
-        rid = value.get("request_id")
-        if not isinstance(rid, str) or not rid:
-            return None
         fingerprint = value.get("fingerprint")
-        return cls(rid, fingerprint if isinstance(fingerprint, str) else None)
+        fingerprint = fingerprint if isinstance(fingerprint, str) else None
+        rid = value.get("request_id")
+        if isinstance(rid, str) and rid:
+            return cls(rid, fingerprint)
+        if value.get("state") == SUBMITTING:
+            since, try_number = value.get("since"), value.get("try_number")
+            return cls(
+                None,
+                fingerprint,
+                since=since if isinstance(since, str) else None,
+                try_number=try_number if isinstance(try_number, int) else None,
+            )
+        return None
+
+
+def submission_not_accepted(error: NyneError) -> bool:
+    """
+    Whether a failed submission proves that the API did not accept the lookup (so nothing is charged).
+
+    True when it may be sent again safely (:func:`~airflow_provider_nyne.client.http.is_retry_safe`:
+    nothing reached the API, 429, 503), when the API answered with any other 4xx (it refused
+    the request: validation, credentials, credits, access), and for the checks made before
+    sending (bad input, unusable credentials). False for everything that may have been
+    processed: a timeout or dropped connection after sending, a 5xx other than 503, an
+    answer without request id.
+
+    :param error: what the submission raised
+    """
+    if is_retry_safe(error, idempotent=False):
+        return True
+    if error.status_code is not None:
+        return 400 <= error.status_code < 500
+    return isinstance(error, (NyneValidationError, NyneAuthError))
 
 
 class RequestStateStore:
     """
     Keeps one :class:`SubmittedRequest` for a task instance across its tries.
 
-    Use :func:`request_state_store` to get the right one for the running Airflow.
+    Use :func:`request_state_store` to get the right one for the running Airflow. This base
+    class is the "no store" case: it keeps nothing, and every method is a no-op.
     """
 
     #: ``task_state_store``, ``variable`` or ``none``
     kind = "none"
     #: whether a retry will see what :meth:`save` wrote
     durable = False
+    #: whether nothing may be sent when this store fails before the POST
+    required = False
 
-    def load(self) -> SubmittedRequest | None:
-        """The request a previous try submitted, if any."""
+    def read(self) -> Any:
+        """The stored value as is (``None`` when nothing is stored); raises when the store fails."""
         return None
+
+    def write(self, value: dict[str, Any]) -> None:
+        """
+        Store a plain JSON value; raises when the store fails.
+
+        :param value: the value
+        """
+
+    def delete(self) -> None:
+        """Remove the record; raises when the store fails."""
+
+    def load(self, *, strict: bool = False) -> SubmittedRequest | None:
+        """
+        The request (or intent) a previous try recorded, if any.
+
+        :param strict: raise :class:`RequestStateError` when a ``required`` store cannot be read
+            (the submit path: not knowing could mean paying twice); otherwise log a warning
+            and return ``None``
+        """
+        try:
+            return SubmittedRequest.from_json(self.read())
+        except Exception as err:
+            if strict and self.required:
+                raise RequestStateError(f"could not read the {self._what()} ({_reason(err)})") from err
+            log.warning(
+                "Could not read the %s (%s); a retry may submit a new lookup", self._what(), _reason(err)
+            )
+            return None
+
+    def begin_submission(self, fingerprint: str, *, try_number: int | None = None) -> None:
+        """
+        Record the intent to submit, before the POST is sent.
+
+        What happens when the store cannot be written is decided per store:
+
+        * the task state store (Airflow 3.3+, ``required``) raises :class:`RequestStateError`,
+          and the caller must not send. A crash during that POST would leave nothing behind and
+          the retry would pay a second time; refusing costs nothing (no request was sent, and
+          the task's retries apply). The store is part of Airflow's task runtime: when it fails,
+          the execution API is failing, and the request id could not be recorded afterwards
+          either.
+        * the Variable fallback (Airflow 3.1/3.2, degraded by design) logs an error-level
+          warning and the submission goes ahead. Variables may be out of reach of task
+          processes in some deployments, where the provider has always worked with a warning;
+          refusing there would turn a weaker guarantee into a provider that cannot submit.
+        * without any store (``durable`` is false) there is nothing to write and the submission
+          goes ahead (a warning was logged when the store was chosen).
+
+        :param fingerprint: :meth:`InteractionRequest.fingerprint` of the request about to be sent
+        :param try_number: the running try
+        """
+        if not self.durable:
+            return
+        try:
+            self.write(SubmittedRequest.intent(fingerprint, try_number=try_number).to_json())
+        except Exception as err:
+            if self.required:
+                raise RequestStateError(
+                    f"could not record the submission in the {self._what()} before sending it ({_reason(err)})"
+                ) from err
+            log.error(
+                "Could not record the submission in the %s before sending it (%s); sending anyway: if "
+                "this try dies before the answer arrives, a retry will submit again and may pay twice",
+                self._what(),
+                _reason(err),
+            )
 
     def save(self, record: SubmittedRequest) -> None:
         """
-        Remember a submission, before any waiting.
+        Remember a submission, before any waiting (replaces the intent).
+
+        A failure is logged, not raised: the lookup is paid for and its id is returned and
+        pushed to XCom; the intent left behind makes a retry stop and ask instead of paying again.
 
         :param record: what was submitted
         """
+        if not self.durable:
+            return
+        try:
+            self.write(record.to_json())
+        except Exception as err:
+            log.warning(
+                "Could not keep request %s in the %s (%s); a retry of this task will stop and ask how "
+                "to resume: set reuse_request_id=%r",
+                record.request_id,
+                self._what(),
+                _reason(err),
+                record.request_id,
+            )
+
+    def clear_submission(self) -> None:
+        """Drop the intent after a failure that proves the lookup was not accepted (see :func:`submission_not_accepted`)."""
+        if not self.durable:
+            return
+        try:
+            self.delete()
+        except Exception as err:
+            log.warning(
+                "Could not clear the submission record in the %s (%s); a retry will stop and ask whether "
+                "to submit again (resubmit_if_interrupted=True): nothing was accepted",
+                self._what(),
+                _reason(err),
+            )
 
     def release(self) -> None:
         """Called when the task succeeds: drop what only retries needed (no-op where Airflow cleans up)."""
+
+    def _what(self) -> str:
+        return "task state"
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:300]
 
 
 class _TaskStateStore(RequestStateStore):
     kind = "task_state_store"
     durable = True
+    required = True
 
     def __init__(self, store: Any, key: str) -> None:
         self._store = store
         self._key = key
 
-    def load(self) -> SubmittedRequest | None:
-        try:
-            value = self._store.get(self._key)
-        except Exception as err:
-            log.warning("Could not read task state %r (%s); a retry may submit a new lookup", self._key, err)
-            return None
-        return SubmittedRequest.from_json(value)
+    def read(self) -> Any:
+        return self._store.get(self._key)
 
-    def save(self, record: SubmittedRequest) -> None:
-        try:
-            self._store.set(self._key, record.to_json())
-        except Exception as err:
-            log.warning(
-                "Could not keep request %s in task state (%s); a retry of this task will submit a new lookup",
-                record.request_id,
-                err,
-            )
+    def write(self, value: dict[str, Any]) -> None:
+        self._store.set(self._key, value)
+
+    def delete(self) -> None:
+        delete = getattr(self._store, "delete", None)
+        if delete is not None:
+            delete(self._key)
+        else:  # an accessor without delete: a value that reads as "nothing stored"
+            self._store.set(self._key, {})
+
+    def _what(self) -> str:
+        return f"task state {self._key!r}"
 
 
 class _VariableStore(RequestStateStore):
@@ -138,30 +323,23 @@ class _VariableStore(RequestStateStore):
 
         return Variable
 
-    def load(self) -> SubmittedRequest | None:
-        try:
-            value = self._variable().get(self.key, default=None)
-        except Exception as err:
-            log.warning("Could not read Variable %s (%s); a retry may submit a new lookup", self.key, err)
-            return None
-        return SubmittedRequest.from_json(value)
+    def read(self) -> Any:
+        return self._variable().get(self.key, default=None)
 
-    def save(self, record: SubmittedRequest) -> None:
-        try:
-            self._variable().set(self.key, json.dumps(record.to_json()), description=self._description)
-        except Exception as err:
-            log.warning(
-                "Could not keep request %s in Variable %s (%s); a retry of this task will submit a new lookup",
-                record.request_id,
-                self.key,
-                err,
-            )
+    def write(self, value: dict[str, Any]) -> None:
+        self._variable().set(self.key, json.dumps(value), description=self._description)
+
+    def delete(self) -> None:
+        self._variable().delete(self.key)
 
     def release(self) -> None:
         try:
-            self._variable().delete(self.key)
+            self.delete()
         except Exception as err:
             log.warning("Could not delete Variable %s (%s); delete it by hand", self.key, err)
+
+    def _what(self) -> str:
+        return f"Variable {self.key}"
 
 
 def variable_key(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:

@@ -10,18 +10,27 @@ Two ways of retrying, each proving something different:
   failed job, an expired request id.
 * Calling ``execute`` twice on one operator with one shared state store: the same decision
   logic without Airflow's runtime, so that every branch (reconnect, reuse, resubmit, changed
-  parameters, store unreachable) is pinned down cheaply, including the deferrable resume.
+  parameters, store unreachable, a submission whose answer never came) is pinned down
+  cheaply, including the deferrable resume.
+
+And the cheapest way of not paying twice: not paying at all for bad input. Every invalid case
+of the request table (``tests/unit/client/test_request.py``), plus Base URLs carrying
+credentials, is given to the operator against the simulator, which must see no request.
+(A worker killed while its POST is in flight is tested with real processes in
+``tests/e2e/test_kill_mid_submit.py``.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_provider_nyne._compat import AirflowException, TaskDeferred
+from airflow_provider_nyne._compat import AirflowException, AirflowFailException, TaskDeferred
 from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
 from airflow_provider_nyne.testing.simulator import NyneSimulator
 from airflow_provider_nyne.utils.request_state import STATE_KEY, VARIABLE_PREFIX
@@ -34,6 +43,7 @@ from tests.integration._dagrun import (
     task_instances,
     xcom,
 )
+from tests.unit.client.test_request import CASES
 
 pytestmark = pytest.mark.integration
 
@@ -239,8 +249,8 @@ def test_request_id_is_kept_where_a_retry_will_find_it(
 class DictStore:
     """A ``task_state_store`` double: what Airflow keeps across tries."""
 
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self.data: dict[str, Any] = dict(data or {})
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -248,6 +258,9 @@ class DictStore:
     def set(self, key: str, value: Any, **kwargs: Any) -> None:
         assert value is not None
         self.data[key] = json.loads(json.dumps(value))
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
 
 
 class FakeTI:
@@ -361,3 +374,186 @@ def test_without_any_store_a_retry_submits_again(sim: NyneSimulator) -> None:
         make_operator().execute(try_context(None, 1))
     make_operator().execute(try_context(None, 2))
     assert len(sim.ledger.submissions()) == 2
+
+
+def test_a_submission_whose_answer_never_came_is_not_sent_again(
+    sim: NyneSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Try 1 sends its POST; the answer is slower than the client waits (a read timeout after
+    # sending), so the API has the lookup but the task does not know its id.
+    set_connection(
+        monkeypatch, "nyne_impatient", sim.connection_json(extra={"max_retries": 0, "timeout": 0.3})
+    )
+    sim.faults.delay(3.0, endpoint="submit")
+    store = DictStore()
+    with pytest.raises(AirflowFailException, match="may have been processed"):
+        make_operator(nyne_conn_id="nyne_impatient").execute(try_context(store, 1))
+    assert store.data[STATE_KEY]["state"] == "submitting"
+    sim.ledger.wait_for(lambda ledger: len(ledger.submissions()) == 1, timeout=30)
+
+    # Try 2 (say, the task cleared by hand): stops, sends nothing, says how to resume.
+    with pytest.raises(AirflowFailException, match="interrupted while submitting") as info:
+        make_operator().execute(try_context(store, 2))
+    assert "reuse_request_id" in str(info.value)
+    assert "resubmit_if_interrupted=True" in str(info.value)
+    [submission] = sim.ledger.submissions()
+
+    # Resumed with the id from the dashboard: no second submission, no second charge.
+    summary = make_operator(reuse_request_id=submission.request_id).execute(try_context(store, 3))
+    assert summary["request_id"] == submission.request_id
+    assert len(sim.ledger.submissions()) == 1
+    assert sim.ledger.credits_charged() == 3
+    assert store.data[STATE_KEY]["request_id"] == submission.request_id
+
+
+def test_resubmit_if_interrupted_submits_once_more(sim: NyneSimulator) -> None:
+    store = DictStore(
+        {STATE_KEY: {"state": "submitting", "fingerprint": make_operator().build_request().fingerprint()}}
+    )
+    with pytest.raises(AirflowFailException, match="interrupted while submitting"):
+        make_operator().execute(try_context(store, 2))
+    assert sim.ledger.requests() == []
+    summary = make_operator(resubmit_if_interrupted=True).execute(try_context(store, 3))
+    [submission] = sim.ledger.submissions()
+    assert summary["request_id"] == submission.request_id == store.data[STATE_KEY]["request_id"]
+
+
+def test_a_refused_submission_clears_the_intent(sim: NyneSimulator) -> None:
+    # 402: the API refused the lookup; nothing runs, nothing is charged, so a later try may submit.
+    sim.faults.error(402, "insufficient_credits", endpoint="submit")
+    store = DictStore()
+    with pytest.raises(AirflowFailException, match="out of credits"):
+        make_operator().execute(try_context(store, 1))
+    assert STATE_KEY not in store.data
+    make_operator().execute(try_context(store, 2))
+    assert len(sim.ledger.submissions()) == 1
+
+
+# --- Bad input pays nothing ------------------------------------------------------------------
+
+#: Base URLs that carry credentials; the host is the simulator, the parts must never be shown.
+CREDENTIAL_BASE_URLS = {
+    "base-url-key-and-secret": "http://KEYPART-5f1c:SECRETPART-90ab@{host}",
+    "base-url-without-scheme": "KEYPART-5f1c:SECRETPART-90ab@{host}",
+    "base-url-secret-only": "http://SECRETPART-90ab@{host}/",
+    "base-url-encoded-at": "http://KEYPART-5f1c:SECRETPART-90ab%40{host}",
+    "base-url-backslash": "http://{host}\\@KEYPART-5f1c",
+}
+
+
+def _operator_fields(kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[str]] | None:
+    """A request-table case as operator arguments and the connection's allow-list (None: no such operator call)."""
+    fields = dict(kwargs)
+    if "type" in fields and "interaction_type" in fields:
+        return None  # the operator has one parameter for both spellings
+    if "type" in fields:
+        fields["interaction_type"] = fields.pop("type")
+    return fields, list(fields.pop("allowed_callback_hosts", []))
+
+
+def _bad_inputs() -> list[Any]:
+    cases = []
+    for case in CASES:
+        kwargs, _, error = case.values
+        converted = _operator_fields(kwargs)
+        if error is None or converted is None:
+            continue
+        fields, hosts = converted
+        cases.append(pytest.param(fields, hosts, None, error[0], id=case.id))
+    base = {"username": "nasa", "interaction_type": "followers"}
+    cases += [pytest.param(base, [], host, "host", id=id_) for id_, host in CREDENTIAL_BASE_URLS.items()]
+    return cases
+
+
+BAD_INPUTS = _bad_inputs()
+SECRET_PARTS = ("hunter2", "KEYPART", "SECRETPART")
+
+
+def _connection(sim: NyneSimulator, hosts: list[str], base_url: str | None) -> str:
+    conn = json.loads(sim.connection_json(extra={"callback_allowed_hosts": hosts} if hosts else None))
+    if base_url is not None:
+        conn["host"] = base_url.format(host=f"127.0.0.1:{sim.port}")
+    return json.dumps(conn)
+
+
+@pytest.mark.parametrize(("fields", "hosts", "base_url", "field"), BAD_INPUTS)
+def test_every_bad_input_is_refused_before_any_request(
+    simulator_session: NyneSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    fields: dict[str, Any],
+    hosts: list[str],
+    base_url: str | None,
+    field: str,
+) -> None:
+    set_connection(monkeypatch, "nyne_bad_input", _connection(simulator_session, hosts, base_url))
+    op = NyneSubmitInteractionsOperator(task_id="bad", nyne_conn_id="nyne_bad_input", **fields)
+    store = DictStore()
+    with pytest.raises(AirflowFailException) as info:
+        op.execute(try_context(store, 1))
+    message = str(info.value)
+    assert field in message
+    assert not any(part in message for part in SECRET_PARTS), message
+    assert simulator_session.ledger.requests() == []
+    assert store.data == {}  # no intent either: nothing was about to be sent
+
+
+def test_the_readme_states_how_many_bad_inputs_are_refused() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    match = re.search(r"\*\*(\d+) bad inputs\*\*", readme)
+    assert match is not None, "the README's testing section states the number of bad inputs"
+    assert int(match.group(1)) == len(BAD_INPUTS)
+
+
+def _dag_with_bad_inputs() -> tuple[str, dict[str, str], dict[str, tuple[list[str], str | None]]]:
+    """
+    A DAG with one task per URL-bearing bad input.
+
+    Returns its source, the field each task's failure must name, and the connections the
+    tasks use (allow-list, Base URL) by connection id.
+    """
+    tasks, expected, connections = [], {}, {}
+    for case in BAD_INPUTS:
+        fields, hosts, base_url, field = case.values
+        urls = [fields.get(k) for k in ("social_media_url", "twitter_url", "callback_url")]
+        if base_url is None and not any(isinstance(u, str) for u in urls):
+            continue
+        task_id = re.sub(r"[^A-Za-z0-9_]", "_", case.id)
+        conn_id = f"nyne_case_{task_id}" if hosts or base_url else "nyne_default"
+        if conn_id != "nyne_default":
+            connections[conn_id] = (hosts, base_url)
+        tasks.append(
+            f"    NyneSubmitInteractionsOperator(task_id={task_id!r}, nyne_conn_id={conn_id!r}, "
+            f"**{fields!r}, **CALLBACKS)"
+        )
+        expected[task_id] = field
+    source = (
+        DAG_HEADER
+        + """
+with DAG("nyne_bad_urls", schedule=None, start_date=START, catchup=False,
+         default_args={"retries": 1, "retry_delay": datetime.timedelta(0)}) as dag:
+"""
+        + "\n".join(tasks)
+        + "\n"
+    )
+    return source, expected, connections
+
+
+def test_bad_urls_fail_their_tasks_in_a_dag_run_without_any_request(
+    simulator_connection: NyneSimulator, load_dag: Any, failures: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = simulator_connection
+    source, expected, connections = _dag_with_bad_inputs()
+    for conn_id, (hosts, base_url) in connections.items():
+        set_connection(monkeypatch, conn_id, _connection(sim, hosts, base_url))
+    assert len(expected) >= 60  # the URL cases of the table and the credential Base URLs
+
+    run = load_dag(source, "nyne_bad_urls").test()
+
+    states = task_instances(run)
+    seen = failures()
+    for task_id, field in expected.items():
+        assert states[task_id] == ("failed", 1), (task_id, states[task_id])  # no retry burned
+        [record] = seen[task_id]
+        assert_failure(record, field, type_name="AirflowFailException")
+    assert not any(part in json.dumps(seen) for part in SECRET_PARTS)
+    assert sim.ledger.requests() == []

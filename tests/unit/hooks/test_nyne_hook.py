@@ -215,17 +215,68 @@ def test_bad_extra_types_fail_clearly(set_conn: Any, extra: dict[str, Any], fiel
             "https://gw.example.com/nyne", 8443, None, "https://gw.example.com:8443/nyne", id="port-and-path"
         ),
         pytest.param("http://[::1]:8765", None, None, "http://[::1]:8765", id="ipv6"),
+        pytest.param("HTTPS://API.Nyne.AI.:443/", None, None, "https://api.nyne.ai", id="normalised"),
+        pytest.param("api.nyne.ai", 443, None, "https://api.nyne.ai", id="default-port-dropped"),
     ],
 )
 def test_base_url_from(host: str | None, port: int | None, scheme: str | None, expected: str) -> None:
     assert base_url_from(host, port, scheme) == expected
 
 
-@pytest.mark.parametrize("host", ["ftp://files.example.com", "http://", "http://host:port", "mailto:x@y"])
-def test_base_url_from_rejects_non_http(host: str) -> None:
-    with pytest.raises(NyneValidationError, match="must be an http\\(s\\) URL") as info:
-        base_url_from(host, None, None)
+@pytest.mark.parametrize(
+    ("host", "scheme", "reason"),
+    [
+        pytest.param("ftp://files.example.com", None, "must use http or https", id="ftp"),
+        pytest.param("http://", None, "has no host", id="no-host"),
+        pytest.param("http://host:port", None, "has an invalid port", id="port-not-a-number"),
+        pytest.param("mailto:x@y", None, "must not contain a user name or password", id="mailto"),
+        pytest.param("https://api.nyne.ai/?v=1", None, "without '?' or '#'", id="query"),
+        pytest.param("https://api.nyne.ai\\v1", None, "contains a backslash", id="backslash"),
+        pytest.param("api.nyne.ai", "ftp", "'scheme' extra must be http or https", id="scheme-extra"),
+    ],
+)
+def test_base_url_from_rejects_what_is_not_an_http_root(host: str, scheme: str | None, reason: str) -> None:
+    with pytest.raises(NyneValidationError) as info:
+        base_url_from(host, None, scheme)
     assert info.value.field == "host"
+    assert reason in str(info.value)
+
+
+CREDENTIAL_HOSTS = [
+    pytest.param("https://KEYPART-91e7:SECRETPART-3f2a@api.nyne.ai", id="key-and-secret"),
+    pytest.param("KEYPART-91e7:SECRETPART-3f2a@api.nyne.ai", id="without-scheme"),
+    pytest.param("https://SECRETPART-3f2a@api.nyne.ai/v1", id="secret-only"),
+    pytest.param("https://KEYPART-91e7:SECRETPART-3f2a%40api.nyne.ai", id="encoded-at"),
+    pytest.param("http://KEYPART-91e7:SECRETPART-3f2a@127.0.0.1:8765", id="loopback"),
+]
+
+
+@pytest.mark.parametrize("host", CREDENTIAL_HOSTS)
+def test_base_url_with_credentials_is_refused_without_showing_them(host: str) -> None:
+    with pytest.raises(NyneValidationError) as info:
+        base_url_from(host, None, None)
+    shown = f"{info.value} {info.value!r} {info.value.args}"
+    assert info.value.field == "host"
+    for part in ("KEYPART", "SECRETPART", "api.nyne.ai@", "127.0.0.1"):
+        assert part not in shown
+
+
+@pytest.mark.parametrize("host", CREDENTIAL_HOSTS)
+def test_connection_with_credentials_in_its_host_fails_without_showing_them(
+    set_conn: Any, host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_conn("nyne_userinfo", host=host)
+    hook = NyneHook("nyne_userinfo")
+    with pytest.raises(NyneValidationError) as info:
+        _ = hook.settings
+    # The connection form's Test button shows the same refusal.
+    ok, message = NyneHook("nyne_userinfo").test_connection()
+    shown = f"{info.value} {info.value!r} {caplog.text} {message}"
+    assert ok is False
+    assert "Base URL (host)" in str(info.value)
+    assert "Base URL (host)" in message
+    assert "KEYPART" not in shown
+    assert "SECRETPART" not in shown
 
 
 def test_missing_connection_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

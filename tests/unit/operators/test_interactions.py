@@ -17,10 +17,15 @@ from airflow_provider_nyne._compat import (
     TaskDeferred,
 )
 from airflow_provider_nyne.client.errors import (
+    NyneAuthError,
+    NyneCreditsError,
     NyneError,
     NyneNotFoundError,
+    NyneRateLimitError,
+    NyneResponseError,
     NyneServerError,
     NyneTransportError,
+    NyneValidationError,
 )
 from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.client.request import InteractionRequest
@@ -42,6 +47,10 @@ def completed(rid: str = "req-1", total: int = 12) -> JobStatus:
     return status("completed", rid, completed=True, result={"total_count": total, "interactions": []})
 
 
+class WorkerKilled(BaseException):
+    """Stands in for SIGKILL while the POST is in flight: no error handling of the operator runs."""
+
+
 class FakeHook:
     """Stands in for NyneHook: records submissions and answers status polls from a table."""
 
@@ -50,15 +59,23 @@ class FakeHook:
         self.submitted: list[InteractionRequest] = []
         self.polled: list[str] = []
         self.submit_error: NyneError | None = None
+        #: the worker dies once the POST has reached the API (which goes on to process it)
+        self.die_after_sending = False
+        #: called as the POST is sent (to look at the state store at that moment)
+        self.on_send: Any = None
         self.settings = object()
 
     def build_request(self, **fields: Any) -> InteractionRequest:
         return InteractionRequest.create(**fields)
 
     def submit_interactions(self, request: InteractionRequest) -> str:
+        if self.on_send is not None:
+            self.on_send()
         if self.submit_error is not None:
             raise self.submit_error
         self.submitted.append(request)
+        if self.die_after_sending:
+            raise WorkerKilled
         rid = f"req-new-{len(self.submitted)}"
         self.statuses.setdefault(rid, status("queued", rid))
         return rid
@@ -72,14 +89,28 @@ class FakeHook:
 
 
 class DictStore:
+    """Airflow 3.3's ``task_state_store``: get, set (JSON values), delete; optionally failing."""
+
     def __init__(self, data: dict[str, Any] | None = None) -> None:
         self.data = dict(data or {})
+        self.fail_get = False
+        #: fail the n-th ``set`` from now on (1 = the next one), ``None`` never
+        self.fail_set_at: int | None = None
+        self.sets = 0
 
     def get(self, key: str, default: Any = None) -> Any:
+        if self.fail_get:
+            raise RuntimeError("execution API unreachable")
         return self.data.get(key, default)
 
     def set(self, key: str, value: Any) -> None:
+        self.sets += 1
+        if self.fail_set_at is not None and self.sets >= self.fail_set_at:
+            raise RuntimeError("execution API unreachable")
         self.data[key] = json.loads(json.dumps(value))
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
 
 
 class FakeTI:
@@ -87,17 +118,17 @@ class FakeTI:
     task_id = "submit"
     run_id = "manual__1"
     map_index = -1
-    try_number = 1
 
-    def __init__(self) -> None:
+    def __init__(self, try_number: int = 1) -> None:
+        self.try_number = try_number
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
 
 
-def context(store: DictStore | None = None) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"ti": FakeTI(), "run_id": FakeTI.run_id}
+def context(store: DictStore | None = None, try_number: int = 1) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"ti": FakeTI(try_number), "run_id": FakeTI.run_id}
     if store is not None:
         ctx["task_state_store"] = store
     return ctx
@@ -289,24 +320,170 @@ def test_retry_completed_while_waiting_returns_the_summary_without_waiting() -> 
     assert hook.submitted == []
 
 
+SUBMITTING = {"state": "submitting"}
+
+
+def intent_of(store: DictStore) -> dict[str, Any] | None:
+    """The stored intent (without its time stamp), or ``None`` when the store holds none."""
+    value = dict(store.data.get(STATE_KEY) or {})
+    if value.get("state") != "submitting":
+        return None
+    assert isinstance(value.pop("since"), str)
+    return value
+
+
 @pytest.mark.parametrize(
-    ("error", "expected"),
+    ("error", "expected", "intent_kept"),
     [
-        (NyneTransportError("read timeout", request_sent=True), AirflowFailException),
-        (NyneServerError("internal error", status_code=500), AirflowFailException),
-        (NyneServerError("unavailable", status_code=503), AirflowException),
-        (NyneTransportError("refused", request_sent=False), AirflowException),
+        (NyneTransportError("read timeout", request_sent=True), AirflowFailException, True),
+        (NyneServerError("internal error", status_code=500), AirflowFailException, True),
+        (NyneResponseError("accepted, but no request_id"), AirflowFailException, True),
+        (NyneServerError("unavailable", status_code=503), AirflowException, False),
+        (NyneTransportError("refused", request_sent=False), AirflowException, False),
+        (NyneRateLimitError("slow down", status_code=429), AirflowException, False),
+        (NyneValidationError("bad field", status_code=400, code="invalid_type"), AirflowFailException, False),
+        (NyneAuthError("bad key", status_code=401, code="invalid_api_key"), AirflowFailException, False),
+        (NyneCreditsError("no credits", status_code=402), AirflowFailException, False),
+        (NyneValidationError("callback host not allowed", field="callback_url"), AirflowFailException, False),
     ],
-    ids=["ambiguous-timeout", "ambiguous-500", "503-not-processed", "refused-not-sent"],
+    ids=[
+        "ambiguous-timeout",
+        "ambiguous-500",
+        "ambiguous-no-request-id",
+        "503-not-processed",
+        "refused-not-sent",
+        "429-not-processed",
+        "400-refused",
+        "401-refused",
+        "402-refused",
+        "local-check-before-sending",
+    ],
 )
-def test_submission_failures(error: NyneError, expected: type[Exception]) -> None:
+def test_submission_failures(error: NyneError, expected: type[Exception], intent_kept: bool) -> None:
     hook = FakeHook()
     hook.submit_error = error
     store = DictStore()
     with pytest.raises(AirflowException) as info:
         make(hook).execute(context(store))
     assert type(info.value) is expected
-    assert store.data == {}
+    # Kept while the lookup may have been accepted; cleared once the failure proves it was not.
+    assert intent_of(store) == (
+        {**SUBMITTING, "fingerprint": fingerprint(), "try_number": 1} if intent_kept else None
+    )
+    assert STATE_KEY not in store.data or intent_kept
+
+    # The next try: submits when nothing was accepted, stops (and submits nothing) otherwise.
+    hook.submit_error = None
+    if intent_kept:
+        with pytest.raises(AirflowFailException, match="interrupted while submitting"):
+            make(hook).execute(context(store, try_number=2))
+        assert hook.submitted == []
+    else:
+        assert make(hook).execute(context(store, try_number=2)) == "req-new-1"
+
+
+# --- a try killed while its POST is in flight ----------------------------------------------
+
+
+def test_the_intent_is_recorded_before_the_post_and_replaced_by_the_request_id() -> None:
+    hook, store = FakeHook(), DictStore()
+    at_send: list[Any] = []
+    hook.on_send = lambda: at_send.append(json.loads(json.dumps(store.data)))
+    assert make(hook).execute(context(store, try_number=3)) == "req-new-1"
+    [seen] = at_send
+    assert seen[STATE_KEY]["state"] == "submitting"
+    assert (seen[STATE_KEY]["fingerprint"], seen[STATE_KEY]["try_number"]) == (fingerprint(), 3)
+    assert store.data == {STATE_KEY: {"request_id": "req-new-1", "fingerprint": fingerprint()}}
+
+
+def killed_while_submitting(hook: FakeHook, store: DictStore, **kwargs: Any) -> None:
+    """Try 1: the worker dies once its POST has reached the API."""
+    hook.die_after_sending = True
+    with pytest.raises(WorkerKilled):
+        make(hook, **kwargs).execute(context(store, try_number=1))
+    hook.die_after_sending = False
+
+
+def test_a_try_killed_while_submitting_makes_the_retry_stop_instead_of_paying_again() -> None:
+    hook, store = FakeHook(), DictStore()
+    killed_while_submitting(hook, store)
+    assert len(hook.submitted) == 1  # the API got it, and will charge for it
+
+    with pytest.raises(AirflowFailException) as info:  # no retries are burned on it
+        make(hook).execute(context(store, try_number=2))
+    assert len(hook.submitted) == 1
+    assert hook.polled == []
+    message = str(info.value)
+    for fragment in (
+        "a previous try of this task was interrupted while submitting this lookup (try 1, started ",
+        "the lookup may be running at Nyne and may be charged",
+        "reuse_request_id='<request id>'",
+        "resubmit_if_interrupted=True",
+    ):
+        assert fragment in message
+
+
+def test_resubmit_if_interrupted_submits_once_more_on_purpose() -> None:
+    hook, store = FakeHook(), DictStore()
+    killed_while_submitting(hook, store)
+    op = make(hook, resubmit_if_interrupted=True)
+    assert op.execute(context(store, try_number=2)) == "req-new-2"
+    assert len(hook.submitted) == 2
+    assert store.data[STATE_KEY] == {"request_id": "req-new-2", "fingerprint": fingerprint()}
+
+
+def test_reuse_request_id_resumes_an_interrupted_submission_without_paying_again() -> None:
+    hook, store = FakeHook(), DictStore()
+    killed_while_submitting(hook, store)
+    hook.statuses["req-new-1"] = status("processing", "req-new-1")  # what the dashboard shows
+    assert make(hook, reuse_request_id="req-new-1").execute(context(store, try_number=2)) == "req-new-1"
+    assert len(hook.submitted) == 1
+    # The intent is resolved: a later try (the task cleared, reuse_request_id gone) reconnects.
+    assert store.data[STATE_KEY] == {"request_id": "req-new-1", "fingerprint": fingerprint()}
+    assert make(hook).execute(context(store, try_number=3)) == "req-new-1"
+    assert len(hook.submitted) == 1
+
+
+def test_an_interrupted_submission_of_other_parameters_does_not_block_the_new_lookup() -> None:
+    hook, store = FakeHook(), DictStore()
+    killed_while_submitting(hook, store, max_results=20)
+    assert make(hook, max_results=30).execute(context(store, try_number=2)) == "req-new-2"
+    assert [r.max_results for r in hook.submitted] == [20, 30]
+
+
+def test_an_unwritable_store_sends_nothing() -> None:
+    hook, store = FakeHook(), DictStore()
+    store.fail_set_at = 1
+    with pytest.raises(AirflowException, match="could not record the submission") as info:
+        make(hook).execute(context(store))
+    assert type(info.value) is AirflowException  # nothing was sent: Airflow's retries apply
+    assert "nothing was submitted" in str(info.value)
+    assert hook.submitted == []
+
+
+def test_an_unreadable_store_sends_nothing() -> None:
+    hook, store = FakeHook(), DictStore()
+    store.fail_get = True
+    with pytest.raises(AirflowException, match="could not read the task state") as info:
+        make(hook).execute(context(store))
+    assert type(info.value) is AirflowException
+    assert hook.submitted == []
+
+
+def test_request_id_that_cannot_be_kept_leaves_the_intent_so_a_retry_asks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hook, store = FakeHook(), DictStore()
+    store.fail_set_at = 2  # the intent is written; the request id is not
+    caplog.set_level(logging.WARNING)
+    ctx = context(store)
+    assert make(hook).execute(ctx) == "req-new-1"
+    assert ctx["ti"].xcom == {"request_id": "req-new-1"}
+    assert "set reuse_request_id='req-new-1'" in caplog.text
+    store.fail_set_at = None
+    with pytest.raises(AirflowFailException, match="interrupted while submitting"):
+        make(hook).execute(context(store, try_number=2))
+    assert len(hook.submitted) == 1
 
 
 def test_reuse_request_id_attaches_without_submitting() -> None:

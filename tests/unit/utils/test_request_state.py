@@ -8,13 +8,27 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_nyne.client.errors import (
+    NyneAuthError,
+    NyneCreditsError,
+    NyneError,
+    NyneForbiddenError,
+    NyneNotFoundError,
+    NyneRateLimitError,
+    NyneResponseError,
+    NyneServerError,
+    NyneTransportError,
+    NyneValidationError,
+)
 from airflow_provider_nyne.utils import request_state
 from airflow_provider_nyne.utils.request_state import (
     STATE_KEY,
     VARIABLE_PREFIX,
+    RequestStateError,
     RequestStateStore,
     SubmittedRequest,
     request_state_store,
+    submission_not_accepted,
     variable_key,
 )
 
@@ -30,6 +44,9 @@ class DictStore:
 
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
 
 
 class FakeVariable:
@@ -117,30 +134,135 @@ def test_variable_keys_are_per_task_instance_and_bounded() -> None:
     assert len(variable_key("d" * 250, "r" * 250, "t" * 250, 12345)) <= 250
 
 
-def test_unreachable_variables_degrade_to_no_record(
+def test_unreachable_variables_degrade_loudly(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(request_state._VariableStore, "_variable", staticmethod(lambda: BrokenVariable))
     caplog.set_level(logging.WARNING, logger=request_state.__name__)
     store = request_state_store({"ti": TI()})
+    assert (store.durable, store.required) == (True, False)
+    # The degraded 3.1/3.2 fallback: logged, never raised, the submission goes ahead.
+    assert store.load(strict=True) is None
+    store.begin_submission("fp", try_number=1)
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "sending anyway: if this try dies before the answer arrives, a retry will submit again" in (
+        error.getMessage()
+    )
     store.save(SubmittedRequest("req-1"))
-    assert store.load() is None
+    store.clear_submission()
     store.release()
-    assert "a retry of this task will submit a new lookup" in caplog.text
+    assert "a retry of this task will stop and ask how to resume: set reuse_request_id='req-1'" in caplog.text
+    assert "delete it by hand" in caplog.text
 
 
-def test_broken_task_state_store_degrades_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_broken_task_state_store_blocks_the_submission(caplog: pytest.LogCaptureFixture) -> None:
     class Broken:
-        def get(self, key: str) -> Any:
+        def get(self, *args: Any) -> Any:
             raise RuntimeError("api down")
 
         set = get
 
     caplog.set_level(logging.WARNING, logger=request_state.__name__)
     store = request_state_store({"task_state_store": Broken()})
+    assert (store.durable, store.required) == (True, True)
+    # Before the POST: not knowing, or not being able to record, means not sending.
+    with pytest.raises(RequestStateError, match="could not read the task state 'nyne_interactions_request'"):
+        store.load(strict=True)
+    with pytest.raises(RequestStateError, match="RuntimeError: api down"):
+        store.begin_submission("fp")
+    # After it: logged, never raised (the lookup is paid for; its id must still reach the task).
     assert store.load() is None
     store.save(SubmittedRequest("req-1"))
-    assert "a retry of this task will submit a new lookup" in caplog.text
+    assert "a retry of this task will stop and ask how to resume" in caplog.text
+
+
+def test_the_intent_goes_through_both_stores(fake_variable: type[FakeVariable]) -> None:
+    backing = DictStore()
+    for store in (request_state_store({"task_state_store": backing}), request_state_store({"ti": TI()})):
+        store.begin_submission("fp", try_number=2)
+        record = store.load(strict=True)
+        assert record is not None
+        assert (record.submitting, record.request_id, record.fingerprint, record.try_number) == (
+            True,
+            None,
+            "fp",
+            2,
+        )
+        store.save(SubmittedRequest("req-1", "fp"))
+        assert store.load(strict=True) == SubmittedRequest("req-1", "fp")
+        store.begin_submission("fp")
+        store.clear_submission()
+        assert store.load(strict=True) is None
+    assert backing.data == {}
+    assert fake_variable.values == {}
+
+
+def test_an_accessor_without_delete_is_cleared_with_an_empty_value() -> None:
+    class NoDelete:
+        def __init__(self) -> None:
+            self.data: dict[str, Any] = {}
+
+        def get(self, key: str) -> Any:
+            return self.data.get(key)
+
+        def set(self, key: str, value: Any) -> None:
+            self.data[key] = value
+
+    backing = NoDelete()
+    store = request_state_store({"task_state_store": backing})
+    store.begin_submission("fp")
+    store.clear_submission()
+    assert backing.data == {STATE_KEY: {}}
+    assert store.load(strict=True) is None
+
+
+def test_without_a_store_the_submission_goes_ahead() -> None:
+    store = RequestStateStore()
+    store.begin_submission("fp")  # nothing to write, nothing raised
+    assert store.load(strict=True) is None
+
+
+@pytest.mark.parametrize(
+    ("error", "not_accepted"),
+    [
+        (NyneTransportError("refused", request_sent=False), True),
+        (NyneRateLimitError("slow", status_code=429), True),
+        (NyneServerError("unavailable", status_code=503), True),
+        (NyneValidationError("invalid", status_code=400), True),
+        (NyneAuthError("bad key", status_code=401), True),
+        (NyneCreditsError("broke", status_code=402), True),
+        (NyneForbiddenError("ip", status_code=403), True),
+        (NyneNotFoundError("wrong base URL path", status_code=404), True),
+        (NyneValidationError("checked before sending", field="callback_url"), True),
+        (NyneAuthError("header cannot carry the key"), True),
+        (NyneTransportError("read timeout", request_sent=True), False),
+        (NyneServerError("internal", status_code=500), False),
+        (NyneServerError("bad gateway", status_code=502), False),
+        (NyneResponseError("no request_id"), False),
+        (NyneResponseError("not JSON", status_code=202), False),
+        (NyneError("something else"), False),
+    ],
+    ids=[
+        "refused",
+        "429",
+        "503",
+        "400",
+        "401",
+        "402",
+        "403",
+        "404",
+        "local-validation",
+        "local-credentials",
+        "read-timeout",
+        "500",
+        "502",
+        "no-request-id",
+        "unreadable-2xx",
+        "unknown",
+    ],
+)
+def test_submission_not_accepted(error: NyneError, not_accepted: bool) -> None:
+    assert submission_not_accepted(error) is not_accepted
 
 
 def test_no_context_means_no_store() -> None:
@@ -159,8 +281,45 @@ def test_no_context_means_no_store() -> None:
         ("not json", None),
         (["r"], None),
         (None, None),
+        (
+            {
+                "state": "submitting",
+                "fingerprint": "f",
+                "since": "2024-01-01T00:00:00+00:00",
+                "try_number": 1,
+            },
+            SubmittedRequest(None, "f", since="2024-01-01T00:00:00+00:00", try_number=1),
+        ),
+        ('{"state": "submitting"}', SubmittedRequest(None)),
+        ({"state": "submitting", "since": 5, "try_number": "1"}, SubmittedRequest(None)),
+        ({"state": "done"}, None),
+        ({}, None),
     ],
-    ids=["dict", "json-string", "bad-fingerprint", "empty-id", "garbage", "list", "none"],
+    ids=[
+        "dict",
+        "json-string",
+        "bad-fingerprint",
+        "empty-id",
+        "garbage",
+        "list",
+        "none",
+        "intent",
+        "intent-json-string",
+        "intent-bad-fields",
+        "unknown-state",
+        "cleared",
+    ],
 )
 def test_stored_values_are_read_tolerantly(stored: Any, expected: SubmittedRequest | None) -> None:
     assert SubmittedRequest.from_json(stored) == expected
+
+
+def test_records_round_trip() -> None:
+    intent = SubmittedRequest.intent("fp", try_number=4)
+    assert intent.submitting
+    assert SubmittedRequest.from_json(intent.to_json()) == intent
+    assert SubmittedRequest.from_json(json.dumps(intent.to_json())) == intent
+    done = SubmittedRequest("req-1", "fp")
+    assert not done.submitting
+    # The submitted form is unchanged, so a retry of a task that started on an older release reads it.
+    assert done.to_json() == {"request_id": "req-1", "fingerprint": "fp"}
