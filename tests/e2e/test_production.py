@@ -523,12 +523,14 @@ def test_secrets_appear_nowhere_in_the_database_dump_or_any_log(
         assert scenario.run_id in dump, "the dump holds the runs"
     leaks = [f"pg_dump: {name}" for name, value in needles.items() if value in dump]
 
-    logs = [p for p in af.home.rglob("*") if p.is_file() and ".log" in p.name]
-    logs += [deployment.postgres.log_path, deployment.redis.log_path]
-    assert len([p for p in logs if "process-logs" in p.parts]) >= 9, "every process's own log is searched"
-    assert any(".log.trigger." in p.name for p in logs), "trigger logs are searched"
-    for path in logs:
+    # Every file under AIRFLOW_HOME (process, task, trigger, scheduler and dag-processor logs,
+    # configuration, results), and the logs of PostgreSQL and Redis.
+    files = [p for p in af.home.rglob("*") if p.is_file()]
+    files += [deployment.postgres.log_path, deployment.redis.log_path]
+    assert len([p for p in files if "process-logs" in p.parts]) >= 9, "every process's own log is searched"
+    assert any(".log.trigger." in p.name for p in files), "trigger logs are searched"
+    for path in files:
         text = path.read_bytes()
         leaks += [f"{path}: {name}" for name, value in needles.items() if value.encode() in text]
-    _say(request, f"secrets: {len(needles)} searched in pg_dump ({len(dump)} bytes) and {len(logs)} logs")
+    _say(request, f"secrets: {len(needles)} searched in pg_dump ({len(dump)} bytes) and {len(files)} files")
     assert leaks == []
