@@ -6,11 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := test,s3,parquet,dev
 
-.PHONY: help venv demo test suite lint typecheck unit integration e2e matrix matrix-envs bench dist clean
+.PHONY: help venv demo test suite lint typecheck unit integration e2e production matrix matrix-envs bench dist clean
 
 help:
 	@echo "make demo   - run the followers example DAG end to end (local simulator, or the real API with NYNE_API_KEY/NYNE_API_SECRET)"
-	@echo "make test   - lint, type check, and the whole test suite (unit, integration, e2e, version matrix)"
+	@echo "make test   - lint, type check, and the whole test suite (unit, integration, e2e, version matrix, production topology)"
 	@echo "make bench  - run the benchmarks and write benchmarks/RESULTS.md"
 	@echo "make dist   - build the sdist and wheel into dist/ and check them"
 
@@ -36,16 +36,23 @@ integration: $(STAMP)
 	$(BIN)/pytest -q -m "integration and not e2e" tests
 
 e2e: $(STAMP)
-	$(BIN)/pytest -q -m e2e tests
+	$(BIN)/pytest -q -m "e2e and not production" tests
+
+# The reference topology (PostgreSQL, CeleryExecutor on Redis, two triggerers, two api-servers):
+# needs PostgreSQL's server binaries and redis-server on the machine (.ci/run installs them).
+production: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m production tests/e2e
 
 # The suite against the source tree while the version-matrix venvs are built (pip mostly waits
-# on the network and the disk), then the suite against the built wheel on each matrix venv.
+# on the network and the disk), then the suite against the built wheel on each matrix venv, then
+# the production topology alone (it wants both cores).
 test: lint typecheck $(STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=target suite matrix-envs
 	$(MAKE) --no-print-directory matrix
+	$(MAKE) --no-print-directory production
 
 suite: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider -m "not production" tests
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
