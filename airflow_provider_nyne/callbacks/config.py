@@ -60,10 +60,14 @@ def _option(key: str) -> str | None:
 
 
 def _http_root(value: str, key: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CallbackConfigError(f"[{SECTION}] {key} must be an http(s) URL, got {value!r}")
-    return value.strip().rstrip("/")
+    from airflow_provider_nyne.client.errors import NyneValidationError
+    from airflow_provider_nyne.client.urls import parse_http_url
+
+    try:  # read as HTTP clients read it; the message never shows a user name or password
+        parsed = parse_http_url(value, field=f"[{SECTION}] {key}")
+    except NyneValidationError as err:
+        raise CallbackConfigError(str(err.message)) from None
+    return parsed.url.rstrip("/")
 
 
 def base_url(required: bool = True) -> str | None:

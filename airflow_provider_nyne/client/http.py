@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 
 from airflow_provider_nyne import __version__
+from airflow_provider_nyne.client import urls
 from airflow_provider_nyne.client.auth import Credentials
 from airflow_provider_nyne.client.budget import Permit, RequestBudget
 from airflow_provider_nyne.client.errors import (
@@ -52,8 +53,8 @@ from airflow_provider_nyne.client.errors import (
 )
 from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.client.ratelimit import RateLimits
-from airflow_provider_nyne.client.request import InteractionRequest
-from airflow_provider_nyne.client.retry import NO_RETRY, RetryPolicy, Sleep, is_retry_safe
+from airflow_provider_nyne.client.request import InteractionRequest, validate_callback_url
+from airflow_provider_nyne.client.retry import NO_RETRY, RetryPolicy, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,8 @@ class _ClientCore:
         rate_limits: RateLimits | None = None,
     ) -> None:
         self._credentials = Credentials(api_key, api_secret)
-        self.base_url = base_url.rstrip("/")
+        # The same checks as the hook's (no credentials in the URL, a host every client reads alike).
+        self.base_url = urls.base_url(base_url, None, None, default=DEFAULT_BASE_URL)
         self.timeout = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
         self.retry = retry if retry is not None else RetryPolicy()
         self.max_connections = max_connections
@@ -237,16 +239,7 @@ class _ClientCore:
             request = InteractionRequest.from_payload(request)
         if self.allowed_callback_hosts and request.callback_url:
             # Re-check against the client's allow-list even if the request was built without it.
-            InteractionRequest.create(
-                request.social_media_url,
-                request.interaction_type,
-                username=request.username,
-                tweet_id=request.tweet_id,
-                max_results=request.max_results,
-                callback_url=request.callback_url,
-                platform=request.platform,
-                allowed_callback_hosts=self.allowed_callback_hosts,
-            )
+            validate_callback_url(request.callback_url, self.allowed_callback_hosts)
         body = json.dumps(request.to_payload(), separators=(",", ":")).encode()
         return _Call("POST", INTERACTIONS_PATH, body=body, idempotent=False)
 
@@ -581,6 +574,5 @@ __all__ = [
     "NyneClient",
     "RetryPolicy",
     "forget_shared_state",
-    "is_retry_safe",
     "user_agent",
 ]

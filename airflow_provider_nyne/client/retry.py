@@ -64,14 +64,4 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_retries=0)
 
 
-def is_retry_safe(error: NyneError, *, idempotent: bool) -> bool:
-    """
-    Whether a call that failed with ``error`` may be sent again without risking a second charge.
-
-    :param error: the failure
-    :param idempotent: whether sending the call twice is harmless
-    """
-    return error.may_retry(idempotent=idempotent)
-
-
-__all__ = ["NO_RETRY", "RetryPolicy", "Sleep", "is_retry_safe"]
+__all__ = ["NO_RETRY", "RetryPolicy", "Sleep"]

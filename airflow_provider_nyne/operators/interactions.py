@@ -285,11 +285,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
 
     def _submit(self, request: InteractionRequest, store: RequestStateStore, context: Any) -> str:
         """Record the intent, send the POST, then keep the request id (or clear the intent)."""
-        from airflow_provider_nyne.utils.request_state import (
-            RequestStateError,
-            SubmittedRequest,
-            submission_not_accepted,
-        )
+        from airflow_provider_nyne.utils.request_state import RequestStateError, SubmittedRequest
         from airflow_provider_nyne.utils.waiting import fail_for
 
         fingerprint = request.fingerprint()
@@ -301,7 +297,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         try:
             request_id = self.hook.submit_interactions(request)
         except NyneError as err:
-            if submission_not_accepted(err):
+            if err.proves_not_processed:
                 store.clear_submission()
             # Only a failure proving the lookup was not processed may be retried by Airflow.
             raise fail_for(err, nyne_conn_id=self.nyne_conn_id, submitting=True) from err

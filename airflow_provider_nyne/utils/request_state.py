@@ -18,7 +18,7 @@ A crash while the (paid) POST is in flight must not end in a silent second submi
 the record has two states. Before sending, the operator records the *intent*
 (``{"state": "submitting", "fingerprint": ...}``); when the API answers, the request id
 replaces it; when the failure proves the lookup was not accepted (nothing sent, 429, 503,
-or any other 4xx: :func:`submission_not_accepted`), it is cleared. A retry that finds an
+or any other 4xx: ``NyneError.proves_not_processed``), it is cleared. A retry that finds an
 intent without a request id cannot know whether the lookup runs (and will be charged), so
 the operator stops and says how to resume on purpose.
 
@@ -39,8 +39,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_nyne._compat import get_task_state_store
-from airflow_provider_nyne.client.errors import NyneAuthError, NyneError, NyneValidationError
-from airflow_provider_nyne.client.http import is_retry_safe
 
 log = logging.getLogger(__name__)
 
@@ -128,26 +126,6 @@ class SubmittedRequest:
                 try_number=try_number if isinstance(try_number, int) else None,
             )
         return None
-
-
-def submission_not_accepted(error: NyneError) -> bool:
-    """
-    Whether a failed submission proves that the API did not accept the lookup (so nothing is charged).
-
-    True when it may be sent again safely (:func:`~airflow_provider_nyne.client.http.is_retry_safe`:
-    nothing reached the API, 429, 503), when the API answered with any other 4xx (it refused
-    the request: validation, credentials, credits, access), and for the checks made before
-    sending (bad input, unusable credentials). False for everything that may have been
-    processed: a timeout or dropped connection after sending, a 5xx other than 503, an
-    answer without request id.
-
-    :param error: what the submission raised
-    """
-    if is_retry_safe(error, idempotent=False):
-        return True
-    if error.status_code is not None:
-        return 400 <= error.status_code < 500
-    return isinstance(error, (NyneValidationError, NyneAuthError))
 
 
 class RequestStateStore:
@@ -259,7 +237,7 @@ class RequestStateStore:
             )
 
     def clear_submission(self) -> None:
-        """Drop the intent after a failure that proves the lookup was not accepted (see :func:`submission_not_accepted`)."""
+        """Drop the intent after a failure that proves the lookup was not accepted (``NyneError.proves_not_processed``)."""
         if not self.durable:
             return
         try:

@@ -95,8 +95,9 @@ def fail_for(error: NyneError, *, nyne_conn_id: str | None = None, submitting: b
         # Sent, but no usable answer (read timeout, dropped connection, 500, no request id).
         return AirflowFailException(
             f"{message}. The submission may have been processed (and may be charged); it is not "
-            "retried automatically so as not to pay twice: check the Nyne dashboard, then clear "
-            "this task to submit again, or set reuse_request_id to attach to the running lookup."
+            "retried automatically so as not to pay twice: check the Nyne dashboard, then set "
+            "reuse_request_id to attach to the running lookup, or resubmit_if_interrupted=True to "
+            "submit again, and clear this task."
         )
     return AirflowException(message)
 

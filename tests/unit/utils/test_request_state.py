@@ -8,18 +8,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_nyne.client.errors import (
-    NyneAuthError,
-    NyneCreditsError,
-    NyneError,
-    NyneForbiddenError,
-    NyneNotFoundError,
-    NyneRateLimitError,
-    NyneResponseError,
-    NyneServerError,
-    NyneTransportError,
-    NyneValidationError,
-)
 from airflow_provider_nyne.utils import request_state
 from airflow_provider_nyne.utils.request_state import (
     STATE_KEY,
@@ -28,7 +16,6 @@ from airflow_provider_nyne.utils.request_state import (
     RequestStateStore,
     SubmittedRequest,
     request_state_store,
-    submission_not_accepted,
     variable_key,
 )
 
@@ -220,49 +207,6 @@ def test_without_a_store_the_submission_goes_ahead() -> None:
     store = RequestStateStore()
     store.begin_submission("fp")  # nothing to write, nothing raised
     assert store.load(strict=True) is None
-
-
-@pytest.mark.parametrize(
-    ("error", "not_accepted"),
-    [
-        (NyneTransportError("refused", request_sent=False), True),
-        (NyneRateLimitError("slow", status_code=429), True),
-        (NyneServerError("unavailable", status_code=503), True),
-        (NyneValidationError("invalid", status_code=400), True),
-        (NyneAuthError("bad key", status_code=401), True),
-        (NyneCreditsError("broke", status_code=402), True),
-        (NyneForbiddenError("ip", status_code=403), True),
-        (NyneNotFoundError("wrong base URL path", status_code=404), True),
-        (NyneValidationError("checked before sending", field="callback_url"), True),
-        (NyneAuthError("header cannot carry the key"), True),
-        (NyneTransportError("read timeout", request_sent=True), False),
-        (NyneServerError("internal", status_code=500), False),
-        (NyneServerError("bad gateway", status_code=502), False),
-        (NyneResponseError("no request_id"), False),
-        (NyneResponseError("not JSON", status_code=202), False),
-        (NyneError("something else"), False),
-    ],
-    ids=[
-        "refused",
-        "429",
-        "503",
-        "400",
-        "401",
-        "402",
-        "403",
-        "404",
-        "local-validation",
-        "local-credentials",
-        "read-timeout",
-        "500",
-        "502",
-        "no-request-id",
-        "unreadable-2xx",
-        "unknown",
-    ],
-)
-def test_submission_not_accepted(error: NyneError, not_accepted: bool) -> None:
-    assert submission_not_accepted(error) is not_accepted
 
 
 def test_no_context_means_no_store() -> None:
