@@ -3,7 +3,7 @@
 Usage::
 
     python -m benchmarks                 # everything, default sizes (what `make bench` runs)
-    python -m benchmarks --only fleet    # one section: fleet, fleet_tls, worker_time, parse, schedule
+    python -m benchmarks --only fleet    # one section: fan_out, fleet, fleet_tls, worker_time, parse, schedule
     python -m benchmarks --size small    # tiny sizes: checks the code paths in seconds, numbers meaningless
     python -m benchmarks --output -      # print only, write no file
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks._common import BENCH_DIR, SimulatorProcess, Table, compile_sources, machine_info, scratch_dir
 
-SECTIONS = ("fleet", "fleet_tls", "worker_time", "parse", "schedule")
+SECTIONS = ("fan_out", "fleet", "fleet_tls", "worker_time", "parse", "schedule")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Sizes:
     """
     How big each benchmark runs.
 
+    :param fan_out: lookups in the fan-out table
+    :param fan_out_scale: how much faster than the real API the fan-out's windows and jobs run
     :param fleet: waiting triggers in the fleet table
     :param fleet_jobs: shortest and longest job of the fleet, seconds
     :param fleet_interval: the generic trigger's fixed poll interval, seconds
@@ -37,6 +39,8 @@ class Sizes:
     :param fresh_reps: parses of one file in fresh interpreters
     """
 
+    fan_out: int
+    fan_out_scale: float
     fleet: int
     fleet_jobs: tuple[float, float]
     fleet_interval: float
@@ -49,6 +53,8 @@ class Sizes:
 
 SIZES = {
     "full": Sizes(
+        fan_out=300,
+        fan_out_scale=1 / 60,
         fleet=1000,
         fleet_jobs=(1.0, 30.0),
         fleet_interval=2.0,
@@ -59,6 +65,8 @@ SIZES = {
         fresh_reps=3,
     ),
     "small": Sizes(
+        fan_out=6,
+        fan_out_scale=1 / 600,
         fleet=5,
         fleet_jobs=(0.5, 1.0),
         fleet_interval=0.5,
@@ -73,6 +81,7 @@ SIZES = {
 
 def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = print) -> list[Table]:
     """Run the named sections in order and return their tables."""
+    from benchmarks.fan_out import fan_out_table
     from benchmarks.fleet import fleet_table
     from benchmarks.parse import parse_table
     from benchmarks.poll_schedule import poll_schedule_table
@@ -91,7 +100,9 @@ def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = prin
             for section in sections:
                 started = time.monotonic()
                 log(f"-- {section} ...")
-                if section == "fleet":
+                if section == "fan_out":
+                    table = fan_out_table(workdir, sizes.fan_out, sizes.fan_out_scale, log=log)[0]
+                elif section == "fleet":
                     assert sim is not None
                     low, high = sizes.fleet_jobs
                     table = fleet_table(sim, workdir, sizes.fleet, low, high, sizes.fleet_interval)[0]

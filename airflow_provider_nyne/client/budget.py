@@ -375,9 +375,10 @@ class RequestBudget:
 
     def _learn(self, info: RateLimitInfo, now: float) -> None:
         if info.limit and info.reset_after is not None:
-            # The window the server counts in is the one its reset falls within.
-            (_, minute), (_, hour) = self._windows()
-            if info.reset_after <= minute * 1.05:
+            # The window the server counts in is the one its reset falls within; a limit as high as
+            # the hour's can only be the hour's, whenever its reset comes.
+            (_, minute), (per_hour, hour) = self._windows()
+            if info.reset_after <= minute * 1.05 and (per_hour is None or info.limit < per_hour):
                 self._learned_minute = info.limit
             elif info.reset_after <= hour * 1.05:
                 self._learned_hour = info.limit

@@ -31,12 +31,27 @@ def tables() -> dict[str, Table]:
 
 
 def test_every_section_produces_one_table(tables: dict[str, Table]) -> None:
-    assert list(tables) == ["fleet", "fleet_tls", "worker_time", "parse", "schedule"]
+    assert list(tables) == ["fan_out", "fleet", "fleet_tls", "worker_time", "parse", "schedule"]
 
 
 @pytest.mark.parametrize(
     ("key", "columns", "rows"),
     [
+        pytest.param(
+            "fan_out",
+            [
+                "way of waiting",
+                "wall time",
+                "vs floor",
+                "requests per lookup",
+                "429 answers (after the first minute)",
+                "failed lookups",
+                "duplicate submissions",
+                "detection delay p50 / p95",
+            ],
+            4,
+            id="fan-out",
+        ),
         pytest.param("fleet", FLEET_COLUMNS, 2, id="fleet"),
         pytest.param("fleet_tls", FLEET_COLUMNS, 2, id="fleet-tls"),
         pytest.param(
@@ -97,6 +112,15 @@ def test_every_wait_got_the_right_result(
     tables: dict[str, Table], key: str, column: str, expected: str
 ) -> None:
     assert set(tables[key].column(column)) == {expected}
+
+
+def test_fan_out_with_the_budget_loses_no_lookup_and_submits_each_once(tables: dict[str, Table]) -> None:
+    table = tables["fan_out"]
+    labels = table.column("way of waiting")
+    assert labels[0].startswith("this provider: one request budget")
+    ours = dict(zip(table.columns, table.rows[0], strict=True))
+    assert ours["failed lookups"] == f"0/{SMALL.fan_out}"
+    assert set(table.column("duplicate submissions")) == {"0"}
 
 
 @pytest.mark.parametrize("key", ["fleet", "fleet_tls"])

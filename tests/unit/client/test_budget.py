@@ -183,6 +183,13 @@ def test_the_servers_limit_corrects_the_declared_one() -> None:
     }
     take(budget, clock, headers=headers)
     assert budget.limits.per_hour == 500
+    # An hour window about to reset looks like a minute's, but its limit gives it away.
+    take(
+        budget,
+        clock,
+        headers={"RateLimit-Limit": "500", "RateLimit-Remaining": "80", "RateLimit-Reset": "20"},
+    )
+    assert (budget.limits.per_minute, budget.limits.per_hour) == (10, 500)
     # Paced at the learned rate: one every 6 s.
     times = [take(budget, clock) for _ in range(3)]
     assert [b - a for a, b in itertools.pairwise(times)] == pytest.approx([6.0, 6.0])
