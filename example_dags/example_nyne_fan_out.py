@@ -1,8 +1,9 @@
-"""Followers of many profiles in one weekly run: dynamic task mapping under an API-sized pool.
+"""Followers of many profiles in one weekly run: one mapped lookup per profile, paced by the API's rate limit.
 
-Create the pool once per deployment (tasks in a missing pool are never scheduled)::
-
-    airflow pools set nyne_api 4 "Nyne Social Interactions API (60 requests/min)" --include-deferred
+Every lookup submits, then waits in the triggerer; all of them share the API key's request
+budget (the ``nyne`` connection's ``rate_limit_per_minute``/``rate_limit_per_hour`` extras,
+defaults 60 and 1,000, corrected by the API's rate-limit headers), so hundreds of lookups run
+at the pace the account allows and none fails on a 429. No pool is needed for that.
 
 Knobs (environment, read at parse time without I/O): ``NYNE_EXAMPLE_OUTPUT_BASE`` (default
 ``file:///tmp/nyne-examples``; the Variable ``nyne_example_output_base`` wins at run time),
@@ -20,15 +21,10 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
-from airflow_provider_nyne.sensors.interactions import NyneInteractionsSensor
 from airflow_provider_nyne.transfers.interactions_to_storage import NyneInteractionsToObjectStorageOperator
 
 OUTPUT_BASE = os.environ.get("NYNE_EXAMPLE_OUTPUT_BASE", "file:///tmp/nyne-examples").rstrip("/")
 POLL_INTERVAL = float(os.environ.get("NYNE_EXAMPLE_POLL_INTERVAL", "10"))
-#: Four slots: at most four lookups submitted or in flight at once (with ``--include-deferred``),
-#: which keeps submissions plus backed-off polls well under the API's 60 requests per minute.
-#: The client still honours ``429`` + ``Retry-After`` if other jobs share the same key.
-POOL = "nyne_api"
 
 
 def _segment(value: str) -> str:
@@ -44,15 +40,15 @@ def _submit_kwargs(target: dict[str, Any]) -> dict[str, Any]:
     return {"social_media_url": target["url"], "max_results": target["max_results"]}
 
 
-def _land_kwargs(pair: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    """Pair each submitted request id with the destination planned for its target."""
-    request_id, target = pair
-    return {"request_id": request_id, "path": target["path"]}
+def _land_kwargs(pair: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """Pair each finished lookup with the destination planned for its target."""
+    summary, target = pair
+    return {"request_id": summary["request_id"], "path": target["path"]}
 
 
 with DAG(
     dag_id="example_nyne_fan_out",
-    description="Followers of a list of profiles, one mapped lookup per profile, under the nyne_api pool",
+    description="Followers of a list of profiles, one mapped lookup per profile, at the pace the API allows",
     schedule="@weekly",
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
@@ -78,10 +74,10 @@ trigger the DAG), lands each result in its own file and reports the counts:
 `<base>/fan_out/dt=<YYYY-MM-DD>/<run_id>/<account>.jsonl`
 
 * **plan_targets** de-duplicates the list and decides each destination.
-* **submit** / **wait** / **land** are mapped: one instance per profile. Every Nyne task runs in
-  the pool **`nyne_api`** (4 slots; create it with
-  `airflow pools set nyne_api 4 "Nyne API" --include-deferred`), so at most four lookups are in
-  flight and the account's rate limit (about 60 requests/minute) is respected.
+* **lookup** / **land** are mapped: one instance per profile. Each lookup submits, then waits in
+  the triggerer (no worker slot held). Every request of every lookup takes its turn in the API
+  key's request budget (60/minute and 1,000/hour unless the connection says otherwise), so the
+  fan-out runs at the pace the account allows, and a `429` never fails a lookup.
 * **report** logs a table of records per profile and returns the totals.
 
 `<base>` is the Variable `nyne_example_output_base`, else the environment variable
@@ -109,18 +105,17 @@ trigger the DAG), lands each result in its own file and reports the counts:
 
     targets = plan_targets()
 
-    submit = NyneSubmitInteractionsOperator.partial(
-        task_id="submit", interaction_type="followers", pool=POOL
+    lookup = NyneSubmitInteractionsOperator.partial(
+        task_id="lookup",
+        interaction_type="followers",
+        wait_for_completion=True,
+        poll_interval=POLL_INTERVAL,
+        timeout=timedelta(hours=2),
     ).expand_kwargs(targets.map(_submit_kwargs))
 
-    wait = NyneInteractionsSensor.partial(
-        task_id="wait", poll_interval=POLL_INTERVAL, timeout=timedelta(hours=2), pool=POOL
-    ).expand(request_id=submit.output)
-
-    land = NyneInteractionsToObjectStorageOperator.partial(
-        task_id="land", format="jsonl", pool=POOL
-    ).expand_kwargs(submit.output.zip(targets).map(_land_kwargs))
-    wait >> land
+    land = NyneInteractionsToObjectStorageOperator.partial(task_id="land", format="jsonl").expand_kwargs(
+        lookup.output.zip(targets).map(_land_kwargs)
+    )
 
     @task
     def report(landed: list[dict[str, Any]]) -> dict[str, Any]:
