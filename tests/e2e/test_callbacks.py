@@ -72,9 +72,9 @@ START = pendulum.datetime(2025, 1, 1, tz="UTC")
 
 class BrokenTokenSubmit(NyneSubmitInteractionsOperator):
     # Test only: Nyne is given a URL whose token the receiver refuses (a lost callback).
-    def _submit(self, request):
+    def _submit(self, request, *args):
         broken = {**request.to_payload(), "callback_url": request.callback_url + "x"}
-        return super()._submit(self.hook.build_request(**broken))
+        return super()._submit(self.hook.build_request(**broken), *args)
 """
 
 DAGS = {
