@@ -182,7 +182,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": "airflow_provider_nyne.transfers.callback_to_storage",
             },
         ],
-        # Discovered by Airflow 3.2+; 3.1 needs [database] external_db_managers (see the README).
+        # Discovered by Airflow 3.2+; 3.1 needs [database] external_db_managers (docs/callbacks.md, Set-up).
         "db-managers": [DB_MANAGER_CLASS],
         "config": {
             "nyne": {"description": "Receiving Nyne callbacks in the api-server.", "options": CONFIG_OPTIONS}
