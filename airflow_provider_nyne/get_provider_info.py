@@ -10,7 +10,6 @@ from typing import Any
 
 from airflow_provider_nyne import __version__
 from airflow_provider_nyne.client.ratelimit import RateLimits
-from airflow_provider_nyne.client.retry import RetryPolicy
 
 PACKAGE_NAME = "airflow-provider-nyne"
 CONN_TYPE = "nyne"
@@ -18,10 +17,12 @@ HOOK_CLASS = "airflow_provider_nyne.hooks.nyne.NyneHook"
 #: Creates, upgrades and drops the callback receiver's table with ``airflow db migrate``/``reset``.
 DB_MANAGER_CLASS = "airflow_provider_nyne.callbacks.db_manager.NyneCallbackDBManager"
 
-#: Seconds the hook waits for each answer when the connection does not say (its ``timeout`` extra).
+# What the hook uses when the connection does not say: the timeout and retries are its own
+# defaults (tests/unit/test_provider_info.py holds them equal), the rate limits the client's.
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_BACKOFF = 1.0
 _LIMITS = RateLimits()
-_RETRY = RetryPolicy()
 
 #: Extra fields of the ``nyne`` connection (stored in ``Connection.extra``). Each schema's
 #: ``default`` is what the hook uses when the field is absent: Airflow 3.2+ starts the form's
@@ -39,12 +40,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
             "Retries of a failed status or usage call (429, 5xx, network errors; default 3). "
             "A submission is retried only when it provably did not reach the API."
         ),
-        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20, "default": _RETRY.max_retries},
+        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20, "default": DEFAULT_MAX_RETRIES},
     },
     "retry_backoff": {
         "label": "Retry backoff (seconds)",
         "description": "First delay between retries; it doubles each retry up to 30 s (default 1).",
-        "schema": {"type": ["number", "null"], "minimum": 0, "maximum": 60, "default": _RETRY.backoff_base},
+        "schema": {"type": ["number", "null"], "minimum": 0, "maximum": 60, "default": DEFAULT_RETRY_BACKOFF},
     },
     "rate_limit_per_minute": {
         "label": "Requests per minute",
