@@ -10,7 +10,7 @@ EXTRAS := test,s3,parquet,dev,docs
 
 help:
 	@echo "make demo   - run the followers example DAG end to end (local simulator, or the real API with NYNE_API_KEY/NYNE_API_SECRET)"
-	@echo "make test   - lint, type check, and the whole test suite (unit, integration, e2e, version matrix, production topology)"
+	@echo "make test   - lint, type check, docs, and the whole test suite (unit, integration, e2e, version matrix, production topology)"
 	@echo "make docs   - build the documentation site into site/ (warnings, broken links and anchors fail it)"
 	@echo "make bench  - run the benchmarks and write benchmarks/RESULTS.md"
 	@echo "make dist   - build the sdist and wheel into dist/ and check them"
