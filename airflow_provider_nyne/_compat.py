@@ -57,21 +57,17 @@ def object_storage_conn_id(path: Any) -> str | None:
     return conn_id or None
 
 
-def fix_first_reschedule_date(context: Any) -> None:
-    """
-    Make ``ti.get_first_reschedule_date()`` return a datetime in reschedule-mode sensors.
+class _RescheduleDateAsDatetime:
+    """The task instance, with ``get_first_reschedule_date`` returning a datetime whatever the SDK returns."""
 
-    The Task SDK of Airflow 3.1.3 and earlier hands the first reschedule date back as an ISO
-    string, and ``BaseSensorOperator.execute`` then fails on its second poke
-    (``datetime - str``); later SDKs return a datetime, which this leaves alone.
-    """
-    ti: Any = context.get("ti") if hasattr(context, "get") else None
-    original = getattr(ti, "get_first_reschedule_date", None)
-    if original is None or getattr(original, "_nyne_fixed", False):
-        return
+    def __init__(self, ti: Any) -> None:
+        self._ti = ti
 
-    def first_reschedule_date(ctx: Any) -> Any:
-        value = original(ctx)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ti, name)
+
+    def get_first_reschedule_date(self, context: Any) -> Any:
+        value = self._ti.get_first_reschedule_date(context)
         if isinstance(value, str):
             from datetime import datetime, timezone
 
@@ -79,12 +75,19 @@ def fix_first_reschedule_date(context: Any) -> None:
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
         return value
 
-    first_reschedule_date._nyne_fixed = True  # type: ignore[attr-defined]
-    try:
-        # The task instance is a pydantic model: plain attribute assignment is validated away.
-        object.__setattr__(ti, "get_first_reschedule_date", first_reschedule_date)
-    except (AttributeError, TypeError):
-        pass
+
+def reschedule_context(context: Any) -> Any:
+    """
+    The context for ``BaseSensorOperator.execute`` in reschedule mode, on every supported SDK.
+
+    The Task SDK of Airflow 3.1.3 and earlier hands the first reschedule date back as an ISO
+    string, and ``BaseSensorOperator.execute`` then fails on its second poke
+    (``datetime - str``); the task instance in the returned context reads it as a datetime.
+    """
+    ti = context.get("ti") if hasattr(context, "get") else None
+    if ti is None or not hasattr(ti, "get_first_reschedule_date"):
+        return context
+    return {**context, "ti": _RescheduleDateAsDatetime(ti)}
 
 
 def get_task_state_store(context: Any) -> Any | None:
@@ -105,9 +108,9 @@ __all__ = [
     "AirflowSensorTimeout",
     "AirflowSkipException",
     "TaskDeferred",
-    "fix_first_reschedule_date",
     "get_config_option",
     "get_task_state_store",
     "mask_secret",
     "object_storage_conn_id",
+    "reschedule_context",
 ]

@@ -5,7 +5,7 @@
 * :mod:`~airflow_provider_nyne.callbacks.plugin`: the Airflow plugin that mounts it.
 * :mod:`~airflow_provider_nyne.callbacks.store`: the provider's table of received callbacks.
 * :mod:`~airflow_provider_nyne.callbacks.db_manager`: that table under ``airflow db migrate``/``reset``.
-* :mod:`~airflow_provider_nyne.callbacks.defer`: submit with a callback URL and defer on it.
+* :mod:`~airflow_provider_nyne.callbacks.plan`: plan a submission's callback URL (the operator defers on it).
 * :mod:`~airflow_provider_nyne.callbacks.assets`: Asset names and helpers for DAGs scheduled on callbacks.
 * :mod:`~airflow_provider_nyne.callbacks.dispatch`: the receiver's use of Airflow internals (api-server only).
 

@@ -2,39 +2,40 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Sequence
-from datetime import timedelta
-from functools import cached_property
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_provider_nyne._compat import AirflowException, AirflowFailException
-from airflow_provider_nyne.client.errors import NyneError, NyneNotFoundError
+from airflow_provider_nyne.client.errors import NyneError, NyneNotFoundError, NyneRateLimitError
 from airflow_provider_nyne.client.schedule import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_MAX_TRANSIENT_ERRORS,
     DEFAULT_POLL_INTERVAL,
-    PollSchedule,
 )
-from airflow_provider_nyne.utils.arguments import (
-    DEFAULT_CONN_ID,
-    DEFAULT_TIMEOUT,
-    check_wait_mode,
-    timeout_seconds,
-)
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT, check_wait_mode
+from airflow_provider_nyne.utils.waiting import NyneWaitMixin
 
 # The DAG processor imports this module on every parse: what only a running task needs (the
-# hook and HTTP client, waiting, request state, callbacks) is imported where it is used.
+# hook and HTTP client, request state, callbacks) is imported where it is used.
 if TYPE_CHECKING:
+    from airflow_provider_nyne.callbacks.plan import CallbackPlan
     from airflow_provider_nyne.client.models import JobStatus
     from airflow_provider_nyne.client.request import InteractionRequest
-    from airflow_provider_nyne.hooks.nyne import NyneHook
     from airflow_provider_nyne.utils.request_state import RequestStateStore, SubmittedRequest
 
 #: XCom key of the submitted request id (pushed before any waiting).
 REQUEST_ID_XCOM_KEY = "request_id"
+#: How long a deferrable submission may wait in the worker for room under the rate limit;
+#: beyond that the task defers until the window reopens, holding no worker slot.
+SUBMIT_WAIT_IN_WORKER = 10.0
+#: Context key carrying, across rate-limit deferrals, when the task was first told to come back later.
+RATE_LIMITED_SINCE = "nyne_rate_limited_since"
 
 
 def interrupted_message(record: SubmittedRequest) -> str:
@@ -57,7 +58,7 @@ def interrupted_message(record: SubmittedRequest) -> str:
     )
 
 
-class NyneSubmitInteractionsOperator(BaseOperator):
+class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
     """
     Submit a Nyne Social Interactions lookup: who a Twitter/X or Instagram account interacts with.
 
@@ -82,6 +83,12 @@ class NyneSubmitInteractionsOperator(BaseOperator):
     Variable fallback of Airflow 3.1/3.2 the submission goes ahead with an error-level
     warning (see ``RequestStateStore.begin_submission`` for why).
 
+    Rate limits: the submission takes its turn in the API key's request budget. Told to come
+    back later (a ``429``, or no room under the key's limits within a few seconds), a
+    deferrable task defers on a timer until the window reopens and then submits, holding no
+    worker slot and using none of Airflow's retries (a 429 proves the lookup was not accepted);
+    a non-deferrable one waits in the worker, up to ``timeout``.
+
     :param social_media_url: Twitter/X or Instagram profile or status URL (templated)
     :param twitter_url: alias of ``social_media_url`` (templated)
     :param interaction_type: ``replies``, ``followers``, ``following`` or
@@ -101,8 +108,8 @@ class NyneSubmitInteractionsOperator(BaseOperator):
     :param poll_interval: delay before the first poll, seconds (default 2)
     :param max_poll_interval: cap of the delay between polls, seconds (default 60)
     :param backoff_factor: growth of the delay per poll (default 1.5)
-    :param max_transient_errors: consecutive failed polls (5xx, 429, timeouts) tolerated while
-        waiting (default 10)
+    :param max_transient_errors: consecutive failed polls (5xx, timeouts) tolerated while
+        waiting (default 10); a rate limit (429) is waited out, never counted
     :param reuse_request_id: attach to this existing request id instead of submitting (templated);
         also the way to resume after a try was interrupted while submitting
     :param resubmit_if_interrupted: when a previous try was interrupted while submitting (its
@@ -115,6 +122,8 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         the callback records an event on ``callback_asset`` (asset mode)
     :param callback_asset: the ``Asset`` (or URI) a callback records an event on; default in
         asset mode ``nyne://interactions/<platform>/<username>/<type>``, none in deferred mode
+    :param callback_mailbox_interval: seconds between the callback trigger's safety-net reads of
+        the receiver's mailbox while it waits for the callback (default 60)
 
     Returns (XCom ``return_value``) the request id, or when ``wait_for_completion`` a summary
     ``{"request_id": ..., "status": "completed", "total_count": ...}``; never the result itself.
@@ -132,6 +141,8 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         "reuse_request_id",
     )
     ui_color = "#e3ecfa"
+    #: A retry of this task submits again when the lookup failed (a failed lookup costs nothing).
+    resubmits_on_retry = True
 
     def __init__(
         self,
@@ -156,6 +167,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         resubmit_if_interrupted: bool = False,
         wait_mode: str = "poll",
         callback_asset: Any = None,
+        callback_mailbox_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -167,17 +179,15 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         self.max_results = max_results
         self.callback_url = callback_url
         self.platform = platform
-        self.nyne_conn_id = nyne_conn_id
         self.wait_for_completion = wait_for_completion
-        self.deferrable = deferrable
-        self.timeout = timeout_seconds(timeout)
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max_poll_interval
-        self.backoff_factor = backoff_factor
-        self.max_transient_errors = max_transient_errors
-        # Nonsense intervals fail when the DAG is parsed, not after paying for a submission.
-        PollSchedule(
-            poll_interval=poll_interval, max_poll_interval=max_poll_interval, backoff_factor=backoff_factor
+        self.init_waiting(
+            nyne_conn_id=nyne_conn_id,
+            deferrable=deferrable,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            backoff_factor=backoff_factor,
+            max_transient_errors=max_transient_errors,
         )
         self.reuse_request_id = reuse_request_id
         self.resubmit_if_interrupted = resubmit_if_interrupted
@@ -185,13 +195,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         if self.wait_mode == "callback" and wait_for_completion and not deferrable:
             raise ValueError("wait_mode='callback' waits in the triggerer: it needs deferrable=True")
         self.callback_asset = callback_asset
-
-    @cached_property
-    def hook(self) -> NyneHook:
-        """The hook for ``nyne_conn_id`` (built on first use, never at DAG parse time)."""
-        from airflow_provider_nyne.hooks.nyne import NyneHook
-
-        return NyneHook(self.nyne_conn_id)
+        self.callback_mailbox_interval = callback_mailbox_interval
 
     # Steps --------------------------------------------------------------------------------
 
@@ -201,8 +205,6 @@ class NyneSubmitInteractionsOperator(BaseOperator):
 
         :raises AirflowFailException: naming the field or the connection at fault
         """
-        from airflow_provider_nyne.utils.waiting import fail_for
-
         try:
             self.hook.settings  # noqa: B018 - the connection must exist and hold credentials
             return self.hook.build_request(
@@ -216,22 +218,19 @@ class NyneSubmitInteractionsOperator(BaseOperator):
                 platform=self.platform or None,
             )
         except NyneError as err:
-            raise fail_for(err, nyne_conn_id=self.nyne_conn_id) from err
+            self.fail(err)
 
     def _status(self, request_id: str) -> JobStatus:
-        from airflow_provider_nyne.utils.waiting import fail_for
-
         try:
             return self.hook.get_interactions_status(request_id)
         except NyneError as err:
-            raise fail_for(err, nyne_conn_id=self.nyne_conn_id) from err
+            self.fail(err)
 
     def _reconnect(
         self, store: RequestStateStore, request: InteractionRequest
     ) -> tuple[str, JobStatus] | None:
         """A previous try's request to reconnect to or reuse, or ``None`` to submit."""
         from airflow_provider_nyne.client.models import JobState
-        from airflow_provider_nyne.utils.waiting import fail_for
 
         record = self._load(store)
         if record is None:
@@ -258,7 +257,7 @@ class NyneSubmitInteractionsOperator(BaseOperator):
             return None
         except NyneError as err:
             # Unsure whether it still runs: do not submit (that could pay twice); let Airflow retry.
-            raise fail_for(err, nyne_conn_id=self.nyne_conn_id) from err
+            self.fail(err)
         if status.state is JobState.FAILED:
             self.log.info(
                 "Nyne request %s from a previous try failed (%s); submitting again (failed lookups cost nothing)",
@@ -286,7 +285,6 @@ class NyneSubmitInteractionsOperator(BaseOperator):
     def _submit(self, request: InteractionRequest, store: RequestStateStore, context: Any) -> str:
         """Record the intent, send the POST, then keep the request id (or clear the intent)."""
         from airflow_provider_nyne.utils.request_state import RequestStateError, SubmittedRequest
-        from airflow_provider_nyne.utils.waiting import fail_for
 
         fingerprint = request.fingerprint()
         try:
@@ -294,15 +292,37 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         except RequestStateError as err:
             raise AirflowException(f"Nyne: {err}; nothing was submitted, a retry will try again") from err
         self.log.info("Submitting Nyne %s lookup for %s", request.interaction_type, request.target)
+        # Waiting for room under the rate limit: briefly when the task can defer, else up to its timeout.
+        deadline = time.time() + (SUBMIT_WAIT_IN_WORKER if self.deferrable else self.timeout)
         try:
-            request_id = self.hook.submit_interactions(request)
+            request_id = self.hook.submit_interactions(request, deadline=deadline)
         except NyneError as err:
             if err.proves_not_processed:
                 store.clear_submission()
+            if isinstance(err, NyneRateLimitError) and self.deferrable:
+                self._defer_until_room(err, context)
             # Only a failure proving the lookup was not processed may be retried by Airflow.
-            raise fail_for(err, nyne_conn_id=self.nyne_conn_id, submitting=True) from err
+            self.fail(err, submitting=True)
         store.save(SubmittedRequest(request_id, fingerprint))
         return request_id
+
+    def _defer_until_room(self, error: NyneRateLimitError, context: Any) -> None:
+        """Told to come back later: defer on a timer (no worker slot, no retry used), then submit."""
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        since = float(context.get(RATE_LIMITED_SINCE) or time.time())
+        # Tasks told the same reset come back spread over half a window, not all at once.
+        wait = max(1.0, error.retry_after or 60.0) * random.uniform(1.0, 1.5)
+        if time.time() + wait - since > self.timeout:
+            return  # waited for the rate limit as long as the task may wait: it fails
+        self.log.info("Nyne API rate limit: submitting again in %.0fs, once the window reopens", wait)
+        self.defer_on(
+            DateTimeTrigger(moment=datetime.now(timezone.utc) + timedelta(seconds=wait)),
+            deadline=time.time() + wait,
+            waiting_for="the API key's rate-limit window reopens",
+            method_name="execute_after_rate_limit",
+            kwargs={"rate_limited_since": since},
+        )
 
     def _resolve_interrupted(
         self, context: Any, request: InteractionRequest, request_id: str
@@ -326,15 +346,78 @@ class NyneSubmitInteractionsOperator(BaseOperator):
         self.log.info("Request %s resolves the submission a previous try left unfinished", request_id)
         return store
 
-    # Airflow entry points ------------------------------------------------------------------
+    # Callbacks (wait_mode="callback") --------------------------------------------------------
+
+    def _with_callback(
+        self, context: Any, request: InteractionRequest
+    ) -> tuple[InteractionRequest, CallbackPlan | None]:
+        """The request to submit, with its callback URL in callback mode; runs before any HTTP request."""
+        if self.wait_mode != "callback":
+            return request, None
+        if self.reuse_request_id:
+            self.log.warning(
+                "reuse_request_id attaches to a request submitted elsewhere: its callback goes where its "
+                "submitter asked, so this task waits for it by polling"
+            )
+            return request, None
+        if request.callback_url:
+            raise AirflowFailException(
+                "callback_url and wait_mode='callback' exclude each other: the callback URL is built "
+                "from [nyne] callback_base_url"
+            )
+        from airflow_provider_nyne.callbacks.config import CallbackConfigError
+        from airflow_provider_nyne.callbacks.plan import (
+            CORRELATION_XCOM_KEY,
+            plan_callback,
+            resolve_asset,
+            with_callback_url,
+        )
+
+        wait = self.wait_for_completion
+        asset = self.callback_asset if self.callback_asset is not None else (None if wait else True)
+        name, uri = resolve_asset(asset, request)
+        try:
+            plan = plan_callback(context, self.hook, wait=wait, asset_name=name, asset_uri=uri)
+        except CallbackConfigError as err:
+            raise AirflowFailException(str(err)) from err
+        # Recorded before the submission: the receiver accepts callbacks only on the URL the task
+        # instance recorded, and may hear from Nyne before the task hears back from the API.
+        context["ti"].xcom_push(key=CORRELATION_XCOM_KEY, value=plan.correlation_id)
+        if not wait:
+            self.log.info("Asset mode: when Nyne calls back, an event is recorded on the Asset %s", uri)
+        return with_callback_url(self.hook, request, plan.url), plan
+
+    def _wait_for_callback(
+        self, request_id: str, plan: CallbackPlan, status: JobStatus | None
+    ) -> dict[str, Any]:
+        """Deferred mode: defer on the callback (no polling), unless a reconnected request already ended."""
+        from airflow_provider_nyne.callbacks.config import DEFAULT_MAILBOX_INTERVAL
+        from airflow_provider_nyne.triggers.callbacks import NyneCallbackTrigger
+        from airflow_provider_nyne.utils.waiting import terminal_event
+
+        if status is not None and status.is_terminal:
+            return self.finish(terminal_event(status), request_id=request_id)
+        deadline = self.deadline()
+        trigger = NyneCallbackTrigger(
+            request_id=request_id,
+            correlation_id=plan.correlation_id,
+            end_time=deadline,
+            nyne_conn_id=self.nyne_conn_id,
+            mailbox_interval=self.callback_mailbox_interval or DEFAULT_MAILBOX_INTERVAL,
+        )
+        self.defer_on(
+            trigger,
+            deadline=deadline,
+            waiting_for=f"the callback of Nyne request {request_id} arrives, without polling",
+        )
+
+    # Airflow entry points --------------------------------------------------------------------
 
     def execute(self, context: Any) -> Any:
         """Validate, reconnect or submit, keep the request id, then optionally wait."""
-        from airflow_provider_nyne.callbacks.defer import callback_request, continue_with_callback
         from airflow_provider_nyne.utils.request_state import request_state_store
-        from airflow_provider_nyne.utils.waiting import deadline_after, wait_for_request
 
-        request, callback = callback_request(self, context, self.build_request())
+        request, plan = self._with_callback(context, self.build_request())
         store: RequestStateStore
         status: JobStatus | None = None
         if self.reuse_request_id:
@@ -351,35 +434,26 @@ class NyneSubmitInteractionsOperator(BaseOperator):
                 request_id = self._submit(request, store, context)
         context["ti"].xcom_push(key=REQUEST_ID_XCOM_KEY, value=request_id)
 
-        if callback is not None:  # wait_mode="callback": defer on the callback, or return (asset mode)
-            result = continue_with_callback(self, context, request_id, callback, status=status)
-            store.release()
-            return result
-        if not self.wait_for_completion:
-            store.release()
-            return request_id
-        summary = wait_for_request(
-            self,
-            request_id,
-            deadline=deadline_after(self.timeout),
-            deferrable=self.deferrable,
-            nyne_conn_id=self.nyne_conn_id,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
-            backoff_factor=self.backoff_factor,
-            max_transient_errors=self.max_transient_errors,
-            status=status,
-            hook=self.hook,
-        )
+        result: Any = request_id
+        if plan is not None and plan.target.wait:
+            result = self._wait_for_callback(request_id, plan, status)
+        elif plan is None and self.wait_for_completion:
+            result = self.wait_for(request_id, status=status)
         store.release()
-        return summary
+        return result
+
+    def execute_after_rate_limit(
+        self, context: Any, event: Any = None, rate_limited_since: float = 0.0
+    ) -> Any:
+        """Resume once the rate-limit window reopened: validate and submit again (nothing was accepted)."""
+        context[RATE_LIMITED_SINCE] = rate_limited_since
+        return self.execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: the summary on success, a task failure naming the cause otherwise."""
         from airflow_provider_nyne.utils.request_state import request_state_store
-        from airflow_provider_nyne.utils.waiting import check_event
 
-        summary = check_event(event, task=self, nyne_conn_id=self.nyne_conn_id)
+        summary = self.finish(event)
         if not self.reuse_request_id:
             request_state_store(context).release()
         return summary

@@ -12,8 +12,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_nyne._compat import (
     AirflowFailException,
     AirflowSensorTimeout,
-    AirflowSkipException,
-    fix_first_reschedule_date,
+    reschedule_context,
 )
 from airflow_provider_nyne.client.errors import NyneError, NyneRateLimitError
 from airflow_provider_nyne.client.schedule import (
@@ -21,17 +20,17 @@ from airflow_provider_nyne.client.schedule import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_MAX_TRANSIENT_ERRORS,
     DEFAULT_POLL_INTERVAL,
-    PollSchedule,
 )
-from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT, timeout_seconds
+from airflow_provider_nyne.utils.waiting import NyneWaitMixin, terminal_event
 
-# The DAG processor imports this module on every parse: the hook, its HTTP client and the
-# waiting helpers are imported where a running task uses them.
+# The DAG processor imports this module on every parse: the hook and its HTTP client are
+# imported where a running task uses them.
 if TYPE_CHECKING:
     from airflow_provider_nyne.hooks.nyne import NyneHook
 
 
-class NyneInteractionsSensor(BaseSensorOperator):
+class NyneInteractionsSensor(NyneWaitMixin, BaseSensorOperator):
     """
     Wait until a Nyne interactions request completes; fail (or skip) when it fails or expires.
 
@@ -52,8 +51,9 @@ class NyneInteractionsSensor(BaseSensorOperator):
     :param poll_interval: delay before the first poll, seconds (default 2)
     :param max_poll_interval: cap of the delay between polls, seconds (default 60)
     :param backoff_factor: growth of the delay per poll (default 1.5)
-    :param max_transient_errors: consecutive failed polls (5xx, 429, timeouts) tolerated
-        (default 10; in ``reschedule`` mode the count starts again at each poke)
+    :param max_transient_errors: consecutive failed polls (5xx, timeouts) tolerated (default 10;
+        in ``reschedule`` mode the count starts again at each poke); a rate limit (429) is
+        waited out, never counted
     :param timeout: longest wait, seconds or timedelta (default 24 h)
     :param soft_fail: skip instead of failing (Airflow's sensor semantics)
     :param mode: ``poke`` or ``reschedule`` when not deferrable
@@ -76,17 +76,16 @@ class NyneInteractionsSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", poll_interval)
-        super().__init__(timeout=timeout, **kwargs)
+        super().__init__(timeout=timeout_seconds(timeout), **kwargs)
         self.request_id = request_id
-        self.nyne_conn_id = nyne_conn_id
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max_poll_interval
-        self.backoff_factor = backoff_factor
-        self.max_transient_errors = max_transient_errors
-        # Nonsense intervals fail when the DAG is parsed.
-        self._schedule = PollSchedule(
-            poll_interval=poll_interval, max_poll_interval=max_poll_interval, backoff_factor=backoff_factor
+        self.init_waiting(
+            nyne_conn_id=nyne_conn_id,
+            deferrable=deferrable,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            backoff_factor=backoff_factor,
+            max_transient_errors=max_transient_errors,
         )
         self._transient_errors = 0
         self._retry_after: float | None = None
@@ -98,6 +97,10 @@ class NyneInteractionsSensor(BaseSensorOperator):
         from airflow_provider_nyne.hooks.nyne import NyneHook
 
         return NyneHook(self.nyne_conn_id, retry=NO_RETRY)
+
+    def timeout_error(self, message: str) -> Exception:
+        """A sensor's timeout: ``AirflowSensorTimeout`` (no retry; ``soft_fail`` skips it)."""
+        return AirflowSensorTimeout(message)
 
     def _rid(self) -> str:
         rid = "" if self.request_id is None else str(self.request_id).strip()
@@ -111,8 +114,6 @@ class NyneInteractionsSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """Poll once: ``False`` while running, the summary when completed, raise when it failed."""
-        from airflow_provider_nyne.utils.waiting import check_event, fail_for, outcome_from_status
-
         rid = self._rid()
         try:
             status = self.hook.get_interactions_status(rid)
@@ -132,16 +133,13 @@ class NyneInteractionsSensor(BaseSensorOperator):
                     self.max_transient_errors,
                 )
                 return False
-            raise fail_for(err, nyne_conn_id=self.nyne_conn_id) from err
+            self.fail(err)
         self._transient_errors = 0
         self._retry_after = None
         if not status.is_terminal:
             self.log.info("Nyne request %s is %s", rid, status.status)
             return False
-        summary = check_event(
-            outcome_from_status(status).to_event(), task=self, sensor=True, nyne_conn_id=self.nyne_conn_id
-        )
-        return PokeReturnValue(is_done=True, xcom_value=summary)
+        return PokeReturnValue(is_done=True, xcom_value=self.finish(terminal_event(status), request_id=rid))
 
     def _get_next_poke_interval(
         self,
@@ -153,47 +151,17 @@ class NyneInteractionsSensor(BaseSensorOperator):
         # schedule as the trigger (by elapsed time, which reschedule mode keeps across pokes),
         # wait at least what a 429 asked for, and never past the timeout.
         elapsed = run_duration()
-        delay = self._schedule.delay_after(elapsed)
+        delay = self.schedule.delay_after(elapsed)
         if self._retry_after is not None:
             delay = max(delay, self._retry_after)
         return max(0.0, min(delay, self.timeout - elapsed))
 
     def execute(self, context: Any) -> Any:
         """Deferrable: check once, then defer. Otherwise Airflow's poke/reschedule loop."""
-        from airflow_provider_nyne.utils.waiting import deadline_after, defer_to_trigger
-
-        if not self.deferrable:
-            if self.reschedule:
-                fix_first_reschedule_date(context)
-            return super().execute(context)
-        try:
-            done = self.poke(context)
-        except (AirflowFailException, AirflowSensorTimeout) as err:
-            if self.soft_fail:
-                raise AirflowSkipException(f"Skipping (soft_fail): {err}") from err
-            raise
-        if done:
-            return done.xcom_value if isinstance(done, PokeReturnValue) else None
-        defer_to_trigger(
-            self,
-            self._rid(),
-            deadline=deadline_after(self.timeout),
-            nyne_conn_id=self.nyne_conn_id,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
-            backoff_factor=self.backoff_factor,
-            max_transient_errors=self.max_transient_errors,
-        )
+        if self.deferrable:
+            return self.wait_for(self._rid())
+        return super().execute(reschedule_context(context) if self.reschedule else context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: the summary, or a failure (skip with ``soft_fail``) naming the cause."""
-        from airflow_provider_nyne.utils.waiting import check_event
-
-        return check_event(
-            event,
-            task=self,
-            soft_fail=self.soft_fail,
-            sensor=True,
-            request_id=self._rid(),
-            nyne_conn_id=self.nyne_conn_id,
-        )
+        return self.finish(event, request_id=self._rid())

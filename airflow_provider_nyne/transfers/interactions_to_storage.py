@@ -9,9 +9,8 @@ succeeds without rewriting it, and the destination is reported as an Airflow ``A
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,20 +24,15 @@ from airflow_provider_nyne._compat import (
 )
 from airflow_provider_nyne.client.errors import NyneError
 from airflow_provider_nyne.client.schedule import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
-from airflow_provider_nyne.utils.arguments import (
-    DEFAULT_CONN_ID,
-    DEFAULT_TIMEOUT,
-    check_format,
-    timeout_seconds,
-)
+from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT, check_format
+from airflow_provider_nyne.utils.waiting import NyneWaitMixin
 
-# The DAG processor imports this module on every parse: the hook and its HTTP client, the
-# writers and the waiting helpers are imported where a running task uses them.
+# The DAG processor imports this module on every parse: the hook and its HTTP client and the
+# writers are imported where a running task uses them.
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_nyne.client.models import JobStatus
-    from airflow_provider_nyne.hooks.nyne import NyneHook
     from airflow_provider_nyne.transfers._writers import OutputMarker
 
 _LOCAL_SCHEMES = ("", "file", "local")
@@ -74,7 +68,7 @@ def asset_uri(path: str | ObjectStoragePath) -> str:
     return urlunsplit((scheme, host, parts.path, "", ""))
 
 
-class NyneInteractionsToObjectStorageOperator(BaseOperator):
+class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
     """
     Write the result of a completed Nyne interactions request to object storage.
 
@@ -142,15 +136,18 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
         super().__init__(**kwargs)
         self.request_id = request_id
         self.path = path
-        self.nyne_conn_id = nyne_conn_id
         self.conn_id = conn_id
         self.format = check_format(format)
         self.overwrite = overwrite
         self.skip_if_empty = skip_if_empty
         self.wait_for_completion = wait_for_completion
-        self.deferrable = deferrable
-        self.timeout = timeout_seconds(timeout)
-        self.poll_interval = timeout_seconds(poll_interval, name="poll_interval")
+        self.init_waiting(
+            nyne_conn_id=nyne_conn_id,
+            deferrable=deferrable,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max(DEFAULT_MAX_POLL_INTERVAL, poll_interval),
+        )
         # A static destination is known at parse time, so downstream DAGs can be scheduled on
         # it directly; a templated one is only known at run time and goes through an alias.
         self.static_asset: Asset | None = None
@@ -170,13 +167,6 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
         return (
             f"nyne_interactions__{dag_id}__{self.task_id}" if dag_id else f"nyne_interactions__{self.task_id}"
         )
-
-    @cached_property
-    def hook(self) -> NyneHook:
-        """The Nyne hook, built on first use."""
-        from airflow_provider_nyne.hooks.nyne import NyneHook
-
-        return NyneHook(self.nyne_conn_id)
 
     # Run --------------------------------------------------------------------------------
 
@@ -204,44 +194,18 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
                 f"Nyne request {request_id} is not completed yet (status {status.status!r}): set "
                 "wait_for_completion=True, or wait for it first with NyneInteractionsSensor"
             )
-        return self._wait(context, request_id)
+        self.wait_for(request_id, status=status)  # defers, or returns once it completed in the worker
+        return self._land_completed(context, request_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: check its event, then fetch and write the result."""
-        return self._resume(context, self._request_id(), event)
+        request_id = self._request_id()
+        self.finish(event, request_id=request_id)
+        return self._land_completed(context, request_id)
 
-    def _wait(self, context: Context, request_id: str) -> dict[str, Any]:
-        from airflow_provider_nyne.client.schedule import PollSchedule
-        from airflow_provider_nyne.utils.waiting import deadline_after, defer_to_trigger, wait_sync
-
-        deadline = deadline_after(self.timeout)
-        max_poll_interval = max(DEFAULT_MAX_POLL_INTERVAL, self.poll_interval)
-        if self.deferrable:
-            defer_to_trigger(
-                self,
-                request_id,
-                deadline=deadline,
-                nyne_conn_id=self.nyne_conn_id,
-                poll_interval=self.poll_interval,
-                max_poll_interval=max_poll_interval,
-            )
-        event = wait_sync(
-            request_id,
-            deadline=deadline,
-            nyne_conn_id=self.nyne_conn_id,
-            schedule=PollSchedule(poll_interval=self.poll_interval, max_poll_interval=max_poll_interval),
-            logger=self.log,
-        )
-        return self._resume(context, request_id, event)
-
-    def _resume(self, context: Context, request_id: str, event: Any) -> dict[str, Any]:
-        # A failed job fails without retries (retrying a transfer cannot change it), with the
-        # API's reason; timeouts and API errors keep the shared semantics of check_event.
+    def _land_completed(self, context: Context, request_id: str) -> dict[str, Any]:
         from airflow_provider_nyne.client.models import JobState
-        from airflow_provider_nyne.utils.waiting import check_event
 
-        failed = isinstance(event, Mapping) and event.get("status") == "failed"
-        check_event(event, task=self, request_id=request_id, sensor=failed)
         status = self._fetch(request_id)
         if status.state is not JobState.COMPLETED:
             self._raise_if_failed(status)
@@ -286,14 +250,12 @@ class NyneInteractionsToObjectStorageOperator(BaseOperator):
 
     def _fetch(self, request_id: str) -> JobStatus:
         """The request's status with its result; subclasses may read it from elsewhere (callbacks)."""
-        from airflow_provider_nyne.utils.waiting import fail_for
-
         try:
             return self.hook.get_interactions_status(request_id)
         except NyneError as err:
             # 404 says the request expired, 401/403 name the credential or reason: no retry;
             # transient failures raise a retryable error.
-            raise fail_for(err, nyne_conn_id=self.nyne_conn_id) from err
+            self.fail(err)
 
     def _raise_if_failed(self, status: JobStatus) -> None:
         from airflow_provider_nyne.client.models import JobState

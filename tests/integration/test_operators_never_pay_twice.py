@@ -50,6 +50,11 @@ pytestmark = pytest.mark.integration
 __all__ = ["failures", "on_crash"]  # fixtures, imported for pytest
 
 
+#: 503s that fail a try after its submission: the first check is skipped on a transient error and
+#: the wait tolerates 10 in a row (max_transient_errors), so the 11th in a row ends the try.
+FAILING_STATUS_CHECKS = 12
+
+
 def has_task_state_store() -> bool:
     try:
         import airflow.models.task_state_store  # noqa: F401
@@ -146,7 +151,7 @@ def test_retry_reconnects_to_a_request_still_running(
     # The API fails right after the submission (first status check): try 1 fails after paying.
     # The job outlasts the retry's start-up (a few seconds on a busy machine).
     sim.faults.job_duration(6.0)
-    sim.faults.unavailable(endpoint="status", times=1)
+    sim.faults.unavailable(endpoint="status", times=FAILING_STATUS_CHECKS)
     run = run_retry_dag(load_dag, "nyne_retry_running")
 
     assert task_instances(run)["lookup"] == ("success", 2)
@@ -219,7 +224,7 @@ def test_request_id_is_kept_where_a_retry_will_find_it(
 ) -> None:
     # A task that fails for good after submitting (no retries left) leaves its request id
     # where the next try would look: the task state store (3.3+) or a Variable (3.1/3.2).
-    sim.faults.unavailable(endpoint="status", times=1)
+    sim.faults.unavailable(endpoint="status", times=FAILING_STATUS_CHECKS)
     run = run_retry_dag(load_dag, "nyne_kept_for_retry", retries=0)
     assert task_instances(run)["lookup"] == ("failed", 1)
     [submission] = sim.ledger.submissions()
@@ -303,7 +308,7 @@ def test_execute_twice_reconnects_reuses_and_resubmits(sim: NyneSimulator) -> No
     store = DictStore()
     # Try 1: submitted, then the API fails the first status check.
     sim.faults.job_duration(1.0)
-    sim.faults.unavailable(endpoint="status", times=1)
+    sim.faults.unavailable(endpoint="status", times=FAILING_STATUS_CHECKS)
     first = try_context(store, 1)
     with pytest.raises(AirflowException, match="HTTP 503"):
         make_operator().execute(first)
@@ -369,7 +374,7 @@ def test_deferrable_retry_reconnects_and_resumes(sim: NyneSimulator) -> None:
 def test_without_any_store_a_retry_submits_again(sim: NyneSimulator) -> None:
     # Degraded mode, made explicit: no task state store and no reachable Variable store
     # (no Airflow task runtime here), so nothing survives between tries.
-    sim.faults.unavailable(endpoint="status", times=1)
+    sim.faults.unavailable(endpoint="status", times=FAILING_STATUS_CHECKS)
     with pytest.raises(AirflowException):
         make_operator().execute(try_context(None, 1))
     make_operator().execute(try_context(None, 2))

@@ -8,7 +8,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from airflow_provider_nyne._compat import fix_first_reschedule_date
+from airflow_provider_nyne._compat import reschedule_context
 
 
 class _TaskInstance(pydantic.BaseModel):
@@ -43,11 +43,13 @@ class _TaskInstance(pydantic.BaseModel):
 )
 def test_first_reschedule_date_is_a_datetime(answer: Any, expected: Any) -> None:
     ti = _TaskInstance(answer=answer)
-    context = {"ti": ti}
-    fix_first_reschedule_date(context)
-    fix_first_reschedule_date(context)  # idempotent: wrapping twice changes nothing
-    assert ti.get_first_reschedule_date(context) == expected
+    context = {"ti": ti, "run_id": "r"}
+    fixed = reschedule_context(context)
+    assert fixed["ti"].get_first_reschedule_date(fixed) == expected
+    assert fixed["ti"].answer == answer  # everything else is the task instance's own
+    assert fixed["run_id"] == "r"
+    assert context["ti"] is ti  # the task instance itself is not changed
 
 
 def test_context_without_task_instance_is_left_alone() -> None:
-    fix_first_reschedule_date({})  # no error
+    assert reschedule_context({}) == {}

@@ -42,6 +42,7 @@ PARSE_TIME_MODULES = {
     "airflow_provider_nyne.transfers.interactions_to_storage",
     "airflow_provider_nyne.utils",
     "airflow_provider_nyne.utils.arguments",
+    "airflow_provider_nyne.utils.waiting",
 }
 
 _CHILD = """

@@ -58,6 +58,7 @@ class FakeHook:
         self.statuses = dict(statuses or {})
         self.submitted: list[InteractionRequest] = []
         self.polled: list[str] = []
+        self.deadlines: list[float | None] = []
         self.submit_error: NyneError | None = None
         #: the worker dies once the POST has reached the API (which goes on to process it)
         self.die_after_sending = False
@@ -68,7 +69,8 @@ class FakeHook:
     def build_request(self, **fields: Any) -> InteractionRequest:
         return InteractionRequest.create(**fields)
 
-    def submit_interactions(self, request: InteractionRequest) -> str:
+    def submit_interactions(self, request: InteractionRequest, *, deadline: float | None = None) -> str:
+        self.deadlines.append(deadline)
         if self.on_send is not None:
             self.on_send()
         if self.submit_error is not None:
@@ -80,7 +82,7 @@ class FakeHook:
         self.statuses.setdefault(rid, status("queued", rid))
         return rid
 
-    def get_interactions_status(self, request_id: str) -> JobStatus:
+    def get_interactions_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
         self.polled.append(request_id)
         answer = self.statuses[request_id]
         if isinstance(answer, NyneError):
@@ -340,7 +342,6 @@ def intent_of(store: DictStore) -> dict[str, Any] | None:
         (NyneResponseError("accepted, but no request_id"), AirflowFailException, True),
         (NyneServerError("unavailable", status_code=503), AirflowException, False),
         (NyneTransportError("refused", request_sent=False), AirflowException, False),
-        (NyneRateLimitError("slow down", status_code=429), AirflowException, False),
         (NyneValidationError("bad field", status_code=400, code="invalid_type"), AirflowFailException, False),
         (NyneAuthError("bad key", status_code=401, code="invalid_api_key"), AirflowFailException, False),
         (NyneCreditsError("no credits", status_code=402), AirflowFailException, False),
@@ -352,7 +353,6 @@ def intent_of(store: DictStore) -> dict[str, Any] | None:
         "ambiguous-no-request-id",
         "503-not-processed",
         "refused-not-sent",
-        "429-not-processed",
         "400-refused",
         "401-refused",
         "402-refused",
@@ -380,6 +380,55 @@ def test_submission_failures(error: NyneError, expected: type[Exception], intent
         assert hook.submitted == []
     else:
         assert make(hook).execute(context(store, try_number=2)) == "req-new-1"
+
+
+# --- told to come back later (429) -----------------------------------------------------------
+
+
+def test_a_rate_limited_submission_defers_until_the_window_reopens_then_submits_once() -> None:
+    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+    from airflow_provider_nyne.operators.interactions import SUBMIT_WAIT_IN_WORKER
+
+    hook, store = FakeHook(), DictStore()
+    hook.submit_error = NyneRateLimitError("slow down", status_code=429, retry_after=20.0)
+    op = make(hook)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context(store))
+    # It waited only briefly in the worker for room, then deferred: no slot held, no retry used.
+    assert hook.deadlines[0] is not None
+    assert hook.deadlines[0] <= time.time() + SUBMIT_WAIT_IN_WORKER
+    assert isinstance(info.value.trigger, DateTimeTrigger)
+    assert info.value.method_name == "execute_after_rate_limit"
+    wakes = info.value.trigger.moment.timestamp() - before
+    assert 20.0 <= wakes <= 30.0 + 1  # the window's reset, spread by up to half again
+    assert STATE_KEY not in store.data  # a 429 proves nothing was accepted: no intent left behind
+    assert hook.submitted == []
+
+    # The window reopened: the same try submits, exactly once.
+    hook.submit_error = None
+    kwargs = info.value.kwargs or {}
+    assert op.execute_after_rate_limit(context(store), event=None, **kwargs) == "req-new-1"
+    assert len(hook.submitted) == 1
+
+
+def test_a_rate_limit_outlasting_the_timeout_fails_with_retries_kept() -> None:
+    hook = FakeHook()
+    hook.submit_error = NyneRateLimitError("slow down", status_code=429, retry_after=120.0)
+    op = make(hook, timeout=60)
+    with pytest.raises(AirflowException, match="429") as info:
+        op.execute(context(DictStore()))
+    assert type(info.value) is AirflowException  # Airflow's retries apply: nothing was accepted
+
+
+def test_without_a_triggerer_a_rate_limited_submission_waits_in_the_worker_up_to_the_timeout() -> None:
+    hook = FakeHook()
+    op = make(hook, deferrable=False, timeout=300)
+    before = time.time()
+    assert op.execute(context(DictStore())) == "req-new-1"
+    assert hook.deadlines[0] is not None
+    assert before + 300 <= hook.deadlines[0] <= time.time() + 300
 
 
 # --- a try killed while its POST is in flight ----------------------------------------------
@@ -532,17 +581,20 @@ def test_wait_defers_on_the_trigger_with_an_absolute_deadline() -> None:
 
 
 def test_wait_without_triggerer_polls_in_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict[str, Any]] = []
+    calls: list[tuple[str, float]] = []
 
-    def fake_wait_sync(request_id: str, **kwargs: Any) -> dict[str, Any]:
-        calls.append({"request_id": request_id, **kwargs})
+    def fake_wait(self: Any, request_id: str, deadline: float) -> dict[str, Any]:
+        calls.append((request_id, deadline))
         return {"status": "success", "request_id": request_id, "total_count": 4}
 
-    monkeypatch.setattr(waiting, "wait_sync", fake_wait_sync)
-    summary = make(FakeHook(), wait_for_completion=True, deferrable=False).execute(context(DictStore()))
+    monkeypatch.setattr(waiting.NyneWaitMixin, "_wait_in_worker", fake_wait)
+    op = make(FakeHook(), wait_for_completion=True, deferrable=False, timeout=600)
+    before = time.time()
+    summary = op.execute(context(DictStore()))
     assert summary == {"request_id": "req-new-1", "status": "completed", "total_count": 4}
-    [call] = calls
-    assert call["request_id"] == "req-new-1"
+    [(request_id, deadline)] = calls
+    assert request_id == "req-new-1"
+    assert before + 600 <= deadline <= time.time() + 600
 
 
 def test_execute_complete_returns_the_summary_or_names_the_cause() -> None:

@@ -42,7 +42,7 @@ class ScriptedHook:
         self.answers = list(answers)
         self.polled: list[str] = []
 
-    def get_interactions_status(self, request_id: str) -> JobStatus:
+    def get_interactions_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
         self.polled.append(request_id)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, NyneError):

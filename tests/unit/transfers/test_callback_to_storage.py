@@ -41,7 +41,7 @@ class NoApiHook:
         self.polled: list[str] = []
         self.settings = SimpleNamespace(callback_secret=None)
 
-    def get_interactions_status(self, request_id: str) -> JobStatus:
+    def get_interactions_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
         self.polled.append(request_id)
         if not self.allow:
             raise AssertionError("the API was asked")

@@ -39,7 +39,7 @@ class FakeHook:
         self.answers = list(answers)
         self.polled: list[str] = []
 
-    def get_interactions_status(self, request_id: str) -> JobStatus:
+    def get_interactions_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
         self.polled.append(request_id)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
@@ -333,7 +333,7 @@ def test_conn_id_is_applied_to_a_url_without_one() -> None:
     [
         pytest.param({"format": "xml"}, "format must be one of", id="unknown-format"),
         pytest.param({"timeout": 0}, "timeout must be positive", id="zero-timeout"),
-        pytest.param({"poll_interval": -1}, "poll_interval must be positive", id="negative-interval"),
+        pytest.param({"poll_interval": -1}, "poll_interval must be > 0", id="negative-interval"),
     ],
 )
 def test_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any], match: str) -> None:

@@ -1,12 +1,12 @@
-"""utils.waiting: error mapping, event checks, deadlines, defer and the wait dispatcher."""
+"""utils.waiting: the waiting operators' typed base (errors, events, deadlines, defer, the worker wait)."""
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from typing import Any
 
 import pytest
+from airflow.sdk import BaseOperator
 
 from airflow_provider_nyne._compat import (
     AirflowException,
@@ -31,17 +31,35 @@ from airflow_provider_nyne.client.errors import (
 from airflow_provider_nyne.client.models import JobStatus
 from airflow_provider_nyne.client.polling import WaitOutcome, error_outcome
 from airflow_provider_nyne.triggers.interactions import NyneInteractionsTrigger
-from airflow_provider_nyne.utils import waiting
 from airflow_provider_nyne.utils.waiting import (
     DEFER_TIMEOUT_GRACE,
-    check_event,
-    deadline_after,
-    defer_to_trigger,
-    fail_for,
-    outcome_from_status,
+    NyneWaitMixin,
     result_summary,
-    wait_for_request,
+    terminal_event,
 )
+
+
+class Waiter(NyneWaitMixin, BaseOperator):
+    """The smallest operator on the base: what the operator, sensor and transfer inherit."""
+
+    WAITING = ("deferrable", "timeout", "poll_interval", "max_poll_interval", "backoff_factor")
+
+    def __init__(self, *, hook: Any = None, soft_fail: bool = False, **kwargs: Any) -> None:
+        waiting = {name: kwargs.pop(name) for name in self.WAITING if name in kwargs}
+        super().__init__(task_id="wait", **kwargs)
+        self.init_waiting(nyne_conn_id="nyne_prod", **waiting)
+        self.soft_fail = soft_fail
+        if hook is not None:
+            self.__dict__["hook"] = hook  # the cached_property, replaced
+
+
+class Resubmitter(Waiter):
+    resubmits_on_retry = True
+
+
+class SensorLike(Waiter):
+    def timeout_error(self, message: str) -> Exception:
+        return AirflowSensorTimeout(message)
 
 
 def is_exactly(exc: Exception, cls: type[Exception]) -> bool:
@@ -49,7 +67,7 @@ def is_exactly(exc: Exception, cls: type[Exception]) -> bool:
     return type(exc) is cls
 
 
-# --- fail_for -----------------------------------------------------------------------------
+# --- failure / fail ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -101,19 +119,25 @@ def is_exactly(exc: Exception, cls: type[Exception]) -> bool:
         "transport",
     ],
 )
-def test_fail_for_keeps_retries_for_what_a_retry_can_fix(
+def test_failure_keeps_retries_for_what_a_retry_can_fix(
     error: NyneError, expected: type[Exception], fragments: list[str]
 ) -> None:
-    exc = fail_for(error, nyne_conn_id="nyne_prod")
+    exc = Waiter().failure(error)
     assert is_exactly(exc, expected)
     for fragment in fragments:
         assert fragment in str(exc)
+    with pytest.raises(expected) as info:
+        Waiter().fail(error)
+    assert info.value.__cause__ is error
 
 
-def test_fail_for_names_the_connection_only_for_account_errors() -> None:
-    assert "nyne_prod" not in str(
-        fail_for(NyneServerError("boom", status_code=500), nyne_conn_id="nyne_prod")
-    )
+def test_failure_names_the_connection_only_for_account_errors() -> None:
+    assert "nyne_prod" not in str(Waiter().failure(NyneServerError("boom", status_code=500)))
+
+
+def test_fail_skips_with_soft_fail() -> None:
+    with pytest.raises(AirflowSkipException, match="soft_fail"):
+        Waiter(soft_fail=True).fail(NyneNotFoundError("gone", status_code=404))
 
 
 @pytest.mark.parametrize(
@@ -131,59 +155,53 @@ def test_fail_for_names_the_connection_only_for_account_errors() -> None:
 def test_submission_failures_that_may_have_been_processed_are_not_retried(
     error: NyneError, expected: type[Exception]
 ) -> None:
-    exc = fail_for(error, submitting=True)
+    exc = Waiter().failure(error, submitting=True)
     assert is_exactly(exc, expected)
     if expected is AirflowFailException:
         assert "may have been processed" in str(exc)
         assert "reuse_request_id" in str(exc)
 
 
-# --- check_event --------------------------------------------------------------------------
+# --- finish -------------------------------------------------------------------------------
 
 
 def event(status: str, **fields: Any) -> dict[str, Any]:
     return WaitOutcome(status, "req-1", **fields).to_event()  # type: ignore[arg-type]
 
 
-class Task:
-    nyne_conn_id = "nyne_task_conn"
-
-    def __init__(self) -> None:
-        import logging
-
-        self.log = logging.getLogger("test.task")
-
-
 def test_success_returns_only_the_summary() -> None:
-    summary = check_event(event("success", total_count=42, polls=7), task=Task())
+    summary = Waiter().finish(event("success", total_count=42, polls=7))
     assert summary == {"request_id": "req-1", "status": "completed", "total_count": 42}
     assert summary == result_summary("req-1", 42)
 
 
 @pytest.mark.parametrize(
-    ("sensor", "expected", "fragment"),
+    ("task", "expected", "fragment"),
     [
-        (False, AirflowException, "a retry of this task submits it again"),
-        (True, AirflowFailException, "costs no credits"),
+        (Resubmitter, AirflowException, "a retry of this task submits it again"),
+        (Waiter, AirflowFailException, "costs no credits"),
     ],
-    ids=["operator", "sensor"],
+    ids=["submitting-operator", "waiting-only"],
 )
-def test_failed_job_carries_the_reason(sensor: bool, expected: type[Exception], fragment: str) -> None:
+def test_failed_job_carries_the_reason(task: type[Waiter], expected: type[Exception], fragment: str) -> None:
     with pytest.raises(AirflowException) as info:
-        check_event(event("failed", message="request req-1 failed: Profile is private"), sensor=sensor)
+        task().finish(event("failed", message="request req-1 failed: Profile is private"))
     assert is_exactly(info.value, expected)
     assert "failed: Profile is private" in str(info.value)
     assert fragment in str(info.value)
 
 
 @pytest.mark.parametrize(
-    ("sensor", "expected", "fragment"),
-    [(False, AirflowException, "a retry of this task reconnects"), (True, AirflowSensorTimeout, "Timed out")],
+    ("task", "expected", "fragment"),
+    [
+        (Waiter, AirflowException, "a retry of this task reconnects"),
+        (SensorLike, AirflowSensorTimeout, "Timed out"),
+    ],
     ids=["operator", "sensor"],
 )
-def test_timeout(sensor: bool, expected: type[Exception], fragment: str) -> None:
+def test_timeout(task: type[Waiter], expected: type[Exception], fragment: str) -> None:
     with pytest.raises(AirflowException) as info:
-        check_event(event("timeout", message="request req-1 still processing at the deadline"), sensor=sensor)
+        task().finish(event("timeout", message="request req-1 still processing at the deadline"))
     assert is_exactly(info.value, expected)
     assert fragment in str(info.value)
     assert "still processing" in str(info.value)
@@ -192,7 +210,7 @@ def test_timeout(sensor: bool, expected: type[Exception], fragment: str) -> None
 @pytest.mark.parametrize(
     ("http_status", "code", "expected", "fragment"),
     [
-        (401, "invalid_api_key", AirflowFailException, "'nyne_task_conn'"),
+        (401, "invalid_api_key", AirflowFailException, "'nyne_prod'"),
         (404, "request_not_found", AirflowFailException, "HTTP 404"),
         (503, "service_unavailable", AirflowException, "HTTP 503"),
         (None, None, AirflowException, "connection reset"),
@@ -203,9 +221,7 @@ def test_error_events_map_like_client_errors(
     http_status: int | None, code: str | None, expected: type[Exception], fragment: str
 ) -> None:
     with pytest.raises(AirflowException) as info:
-        check_event(
-            event("error", message="connection reset", error_code=code, http_status=http_status), task=Task()
-        )
+        Waiter().finish(event("error", message="connection reset", error_code=code, http_status=http_status))
     assert is_exactly(info.value, expected)
     assert fragment in str(info.value)
 
@@ -213,8 +229,8 @@ def test_error_events_map_like_client_errors(
 @pytest.mark.parametrize("status", ["failed", "timeout", "error"])
 def test_soft_fail_skips_every_non_success(status: str) -> None:
     with pytest.raises(AirflowSkipException, match="soft_fail"):
-        check_event(
-            event(status, message="why", http_status=404 if status == "error" else None), soft_fail=True
+        Waiter(soft_fail=True).finish(
+            event(status, message="why", http_status=404 if status == "error" else None)
         )
 
 
@@ -225,26 +241,27 @@ def test_soft_fail_skips_every_non_success(status: str) -> None:
 )
 def test_malformed_events_are_rejected(bad: Any) -> None:
     with pytest.raises(AirflowException, match="unexpected event"):
-        check_event(bad)
+        Waiter().finish(bad)
 
 
 def test_event_for_another_request_is_rejected() -> None:
     with pytest.raises(AirflowException, match="while waiting for 'req-2'"):
-        check_event(event("success", total_count=1), request_id="req-2")
+        Waiter().finish(event("success", total_count=1), request_id="req-2")
 
 
 # --- outcomes, deadlines, defer -----------------------------------------------------------
 
 
-def test_outcome_from_terminal_status() -> None:
+def test_terminal_event() -> None:
     done = JobStatus.from_api({"status": "completed", "result": {"total_count": 5}}, request_id="r")
-    assert outcome_from_status(done) == WaitOutcome(
-        "success", "r", total_count=5, message="request r completed"
+    assert (
+        terminal_event(done)
+        == WaitOutcome("success", "r", total_count=5, message="request r completed").to_event()
     )
     failed = JobStatus.from_api({"status": "failed", "error": "private"}, request_id="r")
-    assert outcome_from_status(failed).message == "request r failed: private"
+    assert terminal_event(failed)["message"] == "request r failed: private"
     with pytest.raises(ValueError, match="still processing"):
-        outcome_from_status(JobStatus.from_api({"status": "processing"}, request_id="r"))
+        terminal_event(JobStatus.from_api({"status": "processing"}, request_id="r"))
 
 
 def test_error_outcome_gives_local_validation_errors_a_code() -> None:
@@ -256,59 +273,37 @@ def test_error_outcome_gives_local_validation_errors_a_code() -> None:
     )
 
 
+def test_the_deadline_is_absolute_and_computed_once_per_wait() -> None:
+    before = time.time()
+    deadline = Waiter(timeout=90).deadline()
+    assert before + 90 <= deadline <= time.time() + 90
+
+
 @pytest.mark.parametrize(
-    ("timeout", "expected"),
-    [(90, 1090.0), (timedelta(minutes=2), 1120.0), (None, 1000.0 + 86400)],
-    ids=["seconds", "timedelta", "default-24h"],
+    ("kwargs", "message"),
+    [
+        ({"timeout": 0}, "timeout must be positive"),
+        ({"poll_interval": 0}, "poll_interval must be > 0"),
+        ({"max_poll_interval": 1, "poll_interval": 5}, "max_poll_interval"),
+        ({"backoff_factor": 0.5}, "backoff_factor"),
+    ],
+    ids=["timeout", "interval", "cap-below-interval", "shrinking-backoff"],
 )
-def test_deadline_is_absolute(timeout: Any, expected: float) -> None:
-    assert deadline_after(timeout, now=1000.0) == expected
+def test_nonsense_waiting_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Waiter(**kwargs)
 
 
-class DeferringTask(Task):
-    def defer(
-        self, *, trigger: Any, method_name: str, timeout: timedelta | None = None, **kwargs: Any
-    ) -> None:
-        raise TaskDeferred(trigger=trigger, method_name=method_name, timeout=timeout)
-
-
-def test_defer_carries_the_deadline_into_the_trigger() -> None:
-    deadline = time.time() + 600
-    with pytest.raises(TaskDeferred) as info:
-        defer_to_trigger(
-            DeferringTask(),
-            "req-1",
-            deadline=deadline,
-            nyne_conn_id="c",
-            poll_interval=1,
-            max_poll_interval=5,
-        )
-    trigger = info.value.trigger
-    assert isinstance(trigger, NyneInteractionsTrigger)
-    assert trigger.serialize()[1] == {
-        "request_id": "req-1",
-        "nyne_conn_id": "c",
-        "end_time": deadline,
-        "poll_interval": 1.0,
-        "max_poll_interval": 5.0,
-        "backoff_factor": 1.5,
-        "max_transient_errors": 10,
-    }
-    assert info.value.method_name == "execute_complete"
-    # Airflow's own timeout is a safety net just beyond the trigger's deadline.
-    assert 600 - 5 < info.value.timeout.total_seconds() - DEFER_TIMEOUT_GRACE <= 600
-
-
-# --- wait_for_request ---------------------------------------------------------------------
+# --- wait_for -----------------------------------------------------------------------------
 
 
 class StatusHook:
     def __init__(self, answer: JobStatus | NyneError) -> None:
         self.answer = answer
-        self.calls = 0
+        self.deadlines: list[float | None] = []
 
-    def get_interactions_status(self, request_id: str) -> JobStatus:
-        self.calls += 1
+    def get_interactions_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
+        self.deadlines.append(deadline)
         if isinstance(self.answer, NyneError):
             raise self.answer
         return self.answer
@@ -320,60 +315,70 @@ DONE = JobStatus.from_api({"status": "completed", "result": {"total_count": 9}},
 
 def test_wait_checks_once_and_returns_at_once_when_done() -> None:
     hook = StatusHook(DONE)
-    summary = wait_for_request(
-        DeferringTask(), "req-1", deadline=time.time() + 60, deferrable=True, hook=hook
-    )  # type: ignore[arg-type]
-    assert summary == result_summary("req-1", 9)
-    assert hook.calls == 1
+    assert Waiter(hook=hook).wait_for("req-1") == result_summary("req-1", 9)
+    assert len(hook.deadlines) == 1
 
 
-def test_wait_defers_when_running_and_deferrable() -> None:
+def test_wait_defers_with_the_schedule_and_an_absolute_deadline() -> None:
     hook = StatusHook(RUNNING)
-    with pytest.raises(TaskDeferred):
-        wait_for_request(DeferringTask(), "req-1", deadline=time.time() + 60, deferrable=True, hook=hook)  # type: ignore[arg-type]
-    assert hook.calls == 1
-
-
-def test_wait_polls_in_the_worker_when_not_deferrable(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-
-    def fake_wait_sync(request_id: str, **kwargs: Any) -> dict[str, Any]:
-        seen.update(kwargs, request_id=request_id)
-        return event("success", total_count=3)
-
-    monkeypatch.setattr(waiting, "wait_sync", fake_wait_sync)
-    deadline = time.time() + 60
-    summary = wait_for_request(
-        Task(),
-        "req-1",
-        deadline=deadline,
-        deferrable=False,
-        status=RUNNING,
-        nyne_conn_id="c",
-        max_poll_interval=9,
-    )
-    assert summary == result_summary("req-1", 3)
-    assert (seen["deadline"], seen["nyne_conn_id"], seen["schedule"].max_poll_interval) == (deadline, "c", 9)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        Waiter(hook=hook, timeout=600, poll_interval=1, max_poll_interval=5).wait_for("req-1")
+    trigger = info.value.trigger
+    assert isinstance(trigger, NyneInteractionsTrigger)
+    kwargs = trigger.serialize()[1]
+    assert before + 600 <= kwargs.pop("end_time") <= time.time() + 600
+    assert kwargs == {
+        "request_id": "req-1",
+        "nyne_conn_id": "nyne_prod",
+        "poll_interval": 1.0,
+        "max_poll_interval": 5.0,
+        "backoff_factor": 1.5,
+        "max_transient_errors": 10,
+    }
+    assert info.value.method_name == "execute_complete"
+    # Airflow's own timeout is a safety net just beyond the trigger's deadline.
+    assert 600 - 5 < info.value.timeout.total_seconds() - DEFER_TIMEOUT_GRACE <= 600
+    # The first check may wait for room under the rate limit only briefly.
+    assert hook.deadlines[0] is not None
+    assert hook.deadlines[0] <= time.time() + 10
 
 
 @pytest.mark.parametrize(
-    ("error", "expected"),
-    [
-        (NyneNotFoundError("gone", status_code=404), AirflowFailException),
-        (NyneServerError("x", status_code=502), AirflowException),
-    ],
-    ids=["404", "502"],
+    "error",
+    [NyneRateLimitError("no room", retry_after=30), NyneServerError("x", status_code=502)],
+    ids=["rate-limit", "502"],
 )
-def test_first_check_failure_fails_the_task(error: NyneError, expected: type[Exception]) -> None:
-    with pytest.raises(AirflowException) as info:
-        wait_for_request(Task(), "req-1", deadline=time.time() + 60, deferrable=True, hook=StatusHook(error))  # type: ignore[arg-type]
-    assert is_exactly(info.value, expected)
+def test_a_first_check_that_cannot_be_made_now_does_not_stop_the_wait(error: NyneError) -> None:
+    with pytest.raises(TaskDeferred):
+        Waiter(hook=StatusHook(error)).wait_for("req-1")
+
+
+def test_a_first_check_that_no_wait_can_fix_fails_the_task() -> None:
+    error = NyneNotFoundError("gone", status_code=404)
+    with pytest.raises(AirflowFailException):
+        Waiter(hook=StatusHook(error)).wait_for("req-1")
     with pytest.raises(AirflowSkipException):
-        wait_for_request(
-            Task(),
-            "req-1",
-            deadline=time.time() + 60,
-            deferrable=True,
-            hook=StatusHook(error),
-            soft_fail=True,  # type: ignore[arg-type]
-        )
+        Waiter(hook=StatusHook(error), soft_fail=True).wait_for("req-1")
+
+
+def test_wait_polls_in_the_worker_when_not_deferrable(
+    simulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real wait loop against the simulator: the job completes, the summary comes back.
+    import httpx
+
+    sim = simulator
+    monkeypatch.setenv("AIRFLOW_CONN_NYNE_PROD", sim.connection_json())
+    answer = httpx.post(
+        f"{sim.url}/person/interactions",
+        json={"type": "followers", "social_media_url": "https://x.com/nasa"},
+        headers={"X-API-Key": sim.api_key, "X-API-Secret": sim.api_secret},
+    )
+    rid = answer.json()["data"]["request_id"]
+    waiter = Waiter(deferrable=False, timeout=30, poll_interval=0.05, max_poll_interval=0.1)
+    waiter.__dict__["hook"] = StatusHook(RUNNING)  # the first check says "running"
+    summary = waiter.wait_for(rid)
+    assert summary["request_id"] == rid
+    assert summary["status"] == "completed"
+    assert len(sim.ledger.polls()) >= 1
