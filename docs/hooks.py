@@ -18,7 +18,7 @@ Docstrings here are Sphinx style, and mkdocstrings renders a role such as
 ``:class:`~airflow_provider_nyne.client.ratelimit.RateLimits``` as the literal text
 ``:class:`` followed by the code. Such roles become cross-references instead: a link when the
 object is documented on this site, plain code otherwise (``~`` shows the last name only, as
-in Sphinx).
+in Sphinx), and a paragraph ending in ``::`` (which introduces a code block) shows one colon.
 
 Parameters that a class or function passes on through ``**kwargs`` (an operator's
 ``BaseOperator``/``BaseSensorOperator`` arguments, the API clients' shared settings) are
@@ -151,8 +151,9 @@ def on_startup(**kwargs: Any) -> None:
 
 
 def on_page_content(html: str, **kwargs: Any) -> str:
-    """Turn the Sphinx roles left in rendered docstrings into cross-references."""
-    return _ROLE.sub(_role_to_autoref, html)
+    """Turn the Sphinx roles left in rendered docstrings into cross-references; ``text::`` reads ``text:``."""
+    # In reStructuredText a paragraph ending in "::" introduces a code block and shows one colon.
+    return _ROLE.sub(_role_to_autoref, html).replace("::</p>", ":</p>")
 
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:

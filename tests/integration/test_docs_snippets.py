@@ -142,12 +142,12 @@ def test_callback_deferred_dag_resumes_from_the_callback_without_polling(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
+    from airflow_provider_nyne.callbacks import config
 
     url, _ = receiver
     monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_BASE_URL", url)
     # dag.test() runs no receiver-driven resume: the trigger must read its mailbox soon, not in 5 minutes.
-    monkeypatch.setattr(NyneSubmitInteractionsOperator, "callback_mailbox_interval", 0.2, raising=False)
+    monkeypatch.setattr(config, "DEFAULT_MAILBOX_INTERVAL", 0.2)
     dag = load_dag(
         _source("callbacks_deferred.py", **{"s3://aws_default@bucket": f"file://{tmp_path}"}),
         "nasa_followers",

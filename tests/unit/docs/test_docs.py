@@ -203,3 +203,10 @@ def test_sphinx_roles_become_cross_references() -> None:
         "<code>RateLimits</code></autoref>"
     ) in out
     assert '<autoref identifier="aclose" optional><code>aclose</code></autoref>' in out
+
+
+def test_a_paragraph_introducing_a_code_block_ends_in_one_colon() -> None:
+    assert (
+        hooks.on_page_content("<p>A custom operator does the same::</p>")
+        == "<p>A custom operator does the same:</p>"
+    )
