@@ -33,7 +33,7 @@ typecheck: $(STAMP)
 # The documentation site (mkdocs.yml): --strict turns every warning into a failure, broken
 # links and anchors included. NO_MKDOCS_2_WARNING silences Material's banner about MkDocs 2.0.
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -23,19 +23,45 @@ pytest.importorskip("material")
 pytest.importorskip("mkdocstrings_handlers.python")
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(out)],
+def _build(*args: str) -> subprocess.CompletedProcess[str]:
+    # Not --quiet: it hides warnings from the count that --strict fails on.
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", *args],
         cwd=ROOT,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         capture_output=True,
         text=True,
         timeout=240,
     )
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    result = _build("--site-dir", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
     return out
+
+
+def test_a_broken_link_or_anchor_fails_the_build(tmp_path: Path) -> None:
+    """The site's own settings (inherited from mkdocs.yml) turn a broken link or anchor into a failure."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# Home\n\n[a page](missing.md) and [an anchor](other.md#nowhere)\n")
+    (docs / "other.md").write_text("# Other\n")
+    config = tmp_path / "mkdocs.yml"
+    config.write_text(
+        f"INHERIT: {ROOT / 'mkdocs.yml'}\n"
+        f"docs_dir: {docs}\n"
+        "nav: [index.md, other.md]\n"
+        "hooks: []\n"
+        "plugins: [search]\n"
+    )
+    result = _build("--config-file", str(config), "--site-dir", str(tmp_path / "site"))
+    assert result.returncode != 0
+    assert "'missing.md'" in result.stderr
+    assert "'#nowhere'" in result.stderr
 
 
 def _text(page: Path) -> str:
