@@ -117,13 +117,13 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         interrupted submission may have been accepted: both may be charged
     :param wait_mode: ``"poll"`` (default) or ``"callback"``: Nyne POSTs the result to the
         receiver in the Airflow api-server (``[nyne] callback_base_url`` and a signing secret
-        must be set; see the Callbacks section of the README). With ``wait_for_completion`` the task defers until
+        must be set; see docs/callbacks.md). With ``wait_for_completion`` the task defers until
         the callback (no polling; one status request if none came by ``timeout``); without,
         the callback records an event on ``callback_asset`` (asset mode)
     :param callback_asset: the ``Asset`` (or URI) a callback records an event on; default in
         asset mode ``nyne://interactions/<platform>/<username>/<type>``, none in deferred mode
     :param callback_mailbox_interval: seconds between the callback trigger's safety-net reads of
-        the receiver's mailbox while it waits for the callback (default 60)
+        the receiver's mailbox while it waits for the callback (default 300)
 
     Returns (XCom ``return_value``) the request id, or when ``wait_for_completion`` a summary
     ``{"request_id": ..., "status": "completed", "total_count": ...}``; never the result itself.
