@@ -420,6 +420,7 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         request, plan = self._with_callback(context, self.build_request())
         store: RequestStateStore
         status: JobStatus | None = None
+        submitted: str | None = None
         if self.reuse_request_id:
             request_id = str(self.reuse_request_id).strip()
             status = self._status(request_id)
@@ -431,14 +432,15 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             if found is not None:
                 request_id, status = found
             else:
-                request_id = self._submit(request, store, context)
+                request_id = submitted = self._submit(request, store, context)
         context["ti"].xcom_push(key=REQUEST_ID_XCOM_KEY, value=request_id)
 
         result: Any = request_id
         if plan is not None and plan.target.wait:
             result = self._wait_for_callback(request_id, plan, status)
         elif plan is None and self.wait_for_completion:
-            result = self.wait_for(request_id, status=status)
+            # A lookup submitted just now cannot have finished: no status check before waiting.
+            result = self.wait_for(request_id, status=status, check=submitted is None)
         store.release()
         return result
 
