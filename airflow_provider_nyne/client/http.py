@@ -261,7 +261,11 @@ class _ClientCore:
         if self._last_url[0] != key:
             self._last_url = (key, httpx.URL(self.base_url + call.path, params=call.params))
         return httpx.Request(
-            call.method, self._last_url[1], content=call.body, headers=headers, extensions={"timeout": self._timeout_ext}
+            call.method,
+            self._last_url[1],
+            content=call.body,
+            headers=headers,
+            extensions={"timeout": self._timeout_ext},
         )
 
     # Answers ----------------------------------------------------------------------------
