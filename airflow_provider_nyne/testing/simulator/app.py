@@ -143,12 +143,12 @@ class SimulatorApp:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
-        api_key = headers.get("x-api-key") or None
 
         def record(
             status: int | None, code: str | None, fault: str | None, request_id: str | None = None
         ) -> None:
             # Recorded before answering: a test reading the ledger after its response must find it.
+            api_key = headers.get("x-api-key") or None
             record = RequestRecord(
                 time.time(), method, endpoint, path, api_key, status, code, fault, request_id
             )
@@ -158,10 +158,22 @@ class SimulatorApp:
         if delay > 0:
             await asyncio.sleep(delay)
         if fault is not None and fault.kind == "error":
-            record(fault.params["status"], fault.params["code"], "error")
-            await self._send_fault_error(send, fault)
+            status, code, retry_after = (
+                fault.params["status"],
+                fault.params["code"],
+                fault.params["retry_after"],
+            )
+            record(status, code, "error")
+            if retry_after is None:
+                answer_headers = {}
+            else:
+                answer_headers = {
+                    "Retry-After": f"{int(retry_after) if retry_after.is_integer() else retry_after}"
+                }
+            await _send(send, status, _error(code, fault.params["message"]), answer_headers)
             return
-        sent = fault.params.get("status") if fault is not None and fault.kind == "malformed_json" else None
+        # What a drop or malformed_json fault answers in place of the API, with or without processing.
+        sent = fault.params.get("status") if fault is not None else None
         if fault is not None and not fault.params["after_processing"]:
             record(sent, None, fault.kind)
             await self._send_fault_answer(send, fault)
@@ -170,7 +182,7 @@ class SimulatorApp:
         status, payload, answer_headers, request_id = self._process(
             endpoint, headers, client[0] if client else None, scope, body, answered=fault is None
         )
-        code = None if payload.get("success") else payload["error"]["code"]
+        code = None if payload["success"] else payload["error"]["code"]
         if fault is not None:
             record(sent, code, f"{fault.kind}_after_processing", request_id)
             await self._send_fault_answer(send, fault)
@@ -195,29 +207,15 @@ class SimulatorApp:
             account = self.core.authenticate(endpoint, headers, client_ip)
             rate_headers = self.core.rate_limit(account, endpoint)
             if endpoint == "submit":
-                job = self.core.submit(account, body)
-                return (
-                    202,
-                    envelope({"request_id": job.request_id, "status": "queued"}),
-                    rate_headers,
-                    job.request_id,
-                )
-            if endpoint == "status":
-                data = self.core.poll(account, request_id, answered=answered)
-                return 200, envelope(data), rate_headers, request_id
-            return 200, envelope(self.core.usage(account)), rate_headers, None
+                request_id = self.core.submit(account, body).request_id
+                status, data = 202, {"request_id": request_id, "status": "queued"}
+            elif endpoint == "status":
+                status, data = 200, self.core.poll(account, request_id, answered=answered)
+            else:
+                status, data = 200, self.core.usage(account)
         except ApiError as exc:
             return exc.status, _error(exc.code, exc.message), {**rate_headers, **exc.headers}, request_id
-
-    async def _send_fault_error(self, send: Send, fault: FaultRule) -> None:
-        headers = {}
-        if (retry_after := fault.params["retry_after"]) is not None:
-            headers["Retry-After"] = (
-                str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
-            )
-        await _send(
-            send, fault.params["status"], _error(fault.params["code"], fault.params["message"]), headers
-        )
+        return status, envelope(data), rate_headers, request_id
 
     async def _send_fault_answer(self, send: Send, fault: FaultRule) -> None:
         if fault.kind == "drop":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_nyne.testing.simulator.jobs import normalise_shape
-from airflow_provider_nyne.testing.simulator.settings import ENDPOINTS
+from airflow_provider_nyne.testing.simulator.settings import ENDPOINTS, non_negative
 
 #: Faults that replace or delay an answer, and faults that change the next jobs.
 RESPONSE_FAULT_KINDS = frozenset({"error", "delay", "drop", "malformed_json"})
@@ -63,12 +63,6 @@ def _bool(spec: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a number >= 0.0")
-    return float(value)
-
-
 def _status(spec: dict[str, Any], default: int) -> int:
     status = spec.pop("status", default)
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
@@ -84,9 +78,9 @@ def _params(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         params["code"] = str(spec.pop("code", "internal_error" if status >= 500 else "error"))
         params["message"] = str(spec.pop("message", _MESSAGES.get(status, "Injected error")))
         retry_after = spec.pop("retry_after", 1 if status == 429 else None)
-        params["retry_after"] = None if retry_after is None else _number(retry_after, "retry_after")
+        params["retry_after"] = None if retry_after is None else non_negative(retry_after, "retry_after")
     elif kind in ("delay", "job_duration"):
-        params["seconds"] = _number(spec.pop("seconds", None), "seconds")
+        params["seconds"] = non_negative(spec.pop("seconds", None), "seconds")
     elif kind in ("drop", "malformed_json"):
         params["after_processing"] = _bool(spec, "after_processing")
         if kind == "malformed_json":
@@ -177,8 +171,6 @@ class FaultControls:
         :param status: HTTP status to answer.
         :param code: ``error.code`` in the body.
         :param message: ``error.message`` (a default per status otherwise).
-        :param endpoint: which endpoint the fault applies to.
-        :param times: how many answers, None for all.
         :param retry_after: ``Retry-After`` in seconds (1 by default for 429).
         """
         optional = {"message": message, "retry_after": retry_after}
@@ -188,18 +180,12 @@ class FaultControls:
     def rate_limited(self, *, endpoint: str = "*", times: int | None = 1, retry_after: float = 1) -> str:
         """Answer ``429 rate_limit_exceeded`` with ``Retry-After``.
 
-        :param endpoint: which endpoint the fault applies to.
-        :param times: how many answers, None for all.
         :param retry_after: ``Retry-After`` in seconds.
         """
         return self.add("rate_limit", endpoint=endpoint, times=times, retry_after=retry_after)
 
     def server_error(self, *, endpoint: str = "*", times: int | None = 1) -> str:
-        """Answer ``500 internal_error``.
-
-        :param endpoint: which endpoint the fault applies to.
-        :param times: how many answers, None for all.
-        """
+        """Answer ``500 internal_error``."""
         return self.add("server_error", endpoint=endpoint, times=times)
 
     def unavailable(
@@ -207,8 +193,6 @@ class FaultControls:
     ) -> str:
         """Answer ``503 service_unavailable``.
 
-        :param endpoint: which endpoint the fault applies to.
-        :param times: how many answers, None for all.
         :param retry_after: optional ``Retry-After`` in seconds.
         """
         return self.add("unavailable", endpoint=endpoint, times=times, retry_after=retry_after)
@@ -217,8 +201,6 @@ class FaultControls:
         """Wait ``seconds`` before handling requests; combines with the other faults.
 
         :param seconds: the delay.
-        :param endpoint: which endpoint the fault applies to.
-        :param times: how many requests, None for all.
         """
         return self.add("delay", seconds=seconds, endpoint=endpoint, times=times)
 
@@ -227,8 +209,6 @@ class FaultControls:
     ) -> str:
         """Read the request, then close the TCP connection without answering.
 
-        :param endpoint: which endpoint the fault applies to.
-        :param times: how many requests, None for all.
         :param after_processing: handle the request first (a submission creates its job).
         """
         return self.add("drop", endpoint=endpoint, times=times, after_processing=after_processing)
@@ -238,8 +218,6 @@ class FaultControls:
     ) -> str:
         """Answer with a body that is not valid JSON.
 
-        :param endpoint: which endpoint the fault applies to.
-        :param times: how many answers, None for all.
         :param status: HTTP status of the broken answer.
         :param after_processing: handle the request first (a submission creates its job).
         """
@@ -250,15 +228,11 @@ class FaultControls:
         """Make the next jobs end ``failed``.
 
         :param reason: their ``error`` (the ``failure_reason`` setting otherwise).
-        :param times: how many jobs, None for all.
         """
         return self.add("fail_job", reason=reason, times=times)
 
     def empty_next_job(self, *, times: int | None = 1) -> str:
-        """Make the next jobs complete with no interactions (no credits charged).
-
-        :param times: how many jobs, None for all.
-        """
+        """Make the next jobs complete with no interactions (no credits charged)."""
         return self.add("empty_job", times=times)
 
     def result_shape(self, shape: str | Iterable[str] = "variant", *, times: int | None = 1) -> str:
@@ -266,7 +240,6 @@ class FaultControls:
 
         :param shape: ``actor``, ``string_counts``, ``string_verified``, ``results_list``, a list of
             those, or ``variant`` for all of them.
-        :param times: how many jobs, None for all.
         """
         return self.add("result_shape", shape=shape if isinstance(shape, str) else list(shape), times=times)
 
@@ -274,22 +247,15 @@ class FaultControls:
         """Make the next jobs take exactly ``seconds`` to finish.
 
         :param seconds: the duration from submission to terminal status.
-        :param times: how many jobs, None for all.
         """
         return self.add("job_duration", seconds=seconds, times=times)
 
     def pending_status(self, *, times: int | None = 1) -> str:
-        """Make the next jobs report ``pending`` instead of ``processing`` while they run.
-
-        :param times: how many jobs, None for all.
-        """
+        """Make the next jobs report ``pending`` instead of ``processing`` while they run."""
         return self.add("pending_status", times=times)
 
     def hold_next_job(self, *, times: int | None = 1) -> str:
-        """Hold the next jobs queued/processing until ``NyneSimulator.release``.
-
-        :param times: how many jobs, None for all.
-        """
+        """Hold the next jobs queued/processing until ``NyneSimulator.release``."""
         return self.add("hold_job", times=times)
 
     def active(self) -> list[dict[str, Any]]:

@@ -11,11 +11,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from airflow_provider_nyne.testing.simulator.accounts import DEFAULT_PERMISSIONS, Account
+from airflow_provider_nyne.testing.simulator.accounts import Account
 from airflow_provider_nyne.testing.simulator.app import ADMIN_PREFIX, SimulatorApp
 from airflow_provider_nyne.testing.simulator.background import BackgroundServer
 from airflow_provider_nyne.testing.simulator.core import SimulatorCore
-from airflow_provider_nyne.testing.simulator.faults import FaultControls
 from airflow_provider_nyne.testing.simulator.ledger import Ledger
 from airflow_provider_nyne.testing.simulator.settings import ENDPOINTS, Settings
 
@@ -48,6 +47,11 @@ class NyneSimulator:
     :param timeout_keep_alive: seconds an idle keep-alive connection stays open.
     :param backlog: listen backlog of the server socket.
     :param tls: serve HTTPS with a certificate from a throwaway CA made at start (see :attr:`ca_file`).
+    :ivar host: the address to bind.
+    :ivar api_key: API key of the default account.
+    :ivar api_secret: API secret of the default account.
+    :ivar ledger: what the simulator saw and charged.
+    :ivar faults: scriptable failures.
     """
 
     def __init__(
@@ -84,22 +88,19 @@ class NyneSimulator:
         settings = Settings().updated(
             {f.name: arguments[f.name] for f in fields(Settings) if f.name in arguments}
         )
-        self._api_key = api_key or f"sim-key-{secrets.token_hex(8)}"
-        self._api_secret = api_secret or f"sim-secret-{secrets.token_hex(16)}"
-        default_account = Account(api_key=self._api_key, api_secret=self._api_secret, credits=credits)
+        self.host = host
+        self.api_key = api_key or f"sim-key-{secrets.token_hex(8)}"
+        self.api_secret = api_secret or f"sim-secret-{secrets.token_hex(16)}"
+        default_account = Account(api_key=self.api_key, api_secret=self.api_secret, credits=credits)
         self._core = SimulatorCore(settings, [default_account], ledger_limit=ledger_limit)
-        self._ledger = Ledger(self._core)
+        self.ledger = Ledger(self._core)
+        self.faults = self._core.faults
         uvicorn_options = {"log_level": log_level, "access_log": access_log, "http": http, "backlog": backlog}
         self._server = BackgroundServer(
             host, port, tls=tls, loop=loop, timeout_keep_alive=timeout_keep_alive, **uvicorn_options
         )
 
     # ----------------------------------------------------------------- properties
-    @property
-    def host(self) -> str:
-        """The bound address."""
-        return self._server.host
-
     @property
     def port(self) -> int:
         """The bound port (known once started)."""
@@ -127,29 +128,9 @@ class NyneSimulator:
         return self._server.ca_file
 
     @property
-    def api_key(self) -> str:
-        """API key of the default account."""
-        return self._api_key
-
-    @property
-    def api_secret(self) -> str:
-        """API secret of the default account."""
-        return self._api_secret
-
-    @property
     def running(self) -> bool:
         """Whether the server thread is serving."""
         return self._server.running
-
-    @property
-    def ledger(self) -> Ledger:
-        """What the simulator saw and charged."""
-        return self._ledger
-
-    @property
-    def faults(self) -> FaultControls:
-        """Scriptable failures."""
-        return self._core.faults
 
     @property
     def settings(self) -> Settings:
@@ -215,14 +196,17 @@ class NyneSimulator:
         :param permissions: of ``interactions`` and ``usage`` (both by default).
         :param allowed_ips: client IPs allowed (any when None); others get ``403 ip_not_allowed``.
         """
-        account = Account(
-            api_key=api_key,
-            api_secret=api_secret,
-            credits=credits,
-            subscription_active=subscription_active,
-            disabled=disabled,
-            permissions=DEFAULT_PERMISSIONS if permissions is None else frozenset(permissions),
-            allowed_ips=None if allowed_ips is None else frozenset(allowed_ips),
+        # The same checks as POST /_simulator/accounts: one place says what an account may be.
+        account = Account.from_mapping(
+            {
+                "api_key": api_key,
+                "api_secret": api_secret,
+                "credits": credits,
+                "subscription_active": subscription_active,
+                "disabled": disabled,
+                "permissions": permissions,
+                "allowed_ips": allowed_ips,
+            }
         )
         return self._core.upsert_account(account)
 
@@ -231,7 +215,7 @@ class NyneSimulator:
 
         :param api_key: the account (the default account when None).
         """
-        return self._core.get_account(api_key or self._api_key)
+        return self._core.get_account(api_key or self.api_key)
 
     def set_credits(self, credits: int, api_key: str | None = None) -> None:
         """Set an account's balance (0 or less makes submissions answer 402).
@@ -240,7 +224,7 @@ class NyneSimulator:
         :param api_key: the account (the default account when None).
         """
         with self._core.lock:
-            self._core.accounts[api_key or self._api_key].credits = credits
+            self._core.accounts[api_key or self.api_key].credits = credits
 
     def release(self, request_id: str | None = None) -> list[str]:
         """Let held jobs finish (at once, or when their duration has passed); return the ids released.

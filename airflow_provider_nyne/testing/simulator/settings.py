@@ -11,10 +11,10 @@ from typing import Any
 ENDPOINTS = ("submit", "status", "usage")
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or None when it is not a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
+def non_negative(value: Any, name: str) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``name`` when it is not a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a number >= 0 (got {value!r})")
     return float(value)
 
 
@@ -77,13 +77,11 @@ class Settings:
             raise ValueError(f"job_duration_seed must be an integer (got {seed!r})")
         new = replace(self, **values)
         for name in ("job_duration", "request_ttl", "callback_time_scale", "job_duration_sigma"):
-            value = _number(getattr(new, name))
-            if value is None or value < 0:
-                raise ValueError(f"{name} must be a number >= 0 (got {getattr(new, name)!r})")
+            non_negative(getattr(new, name), name)
         if new.slow_job_duration is not None and new.slow_job_duration < 0:
             raise ValueError("slow_job_duration must not be negative")
-        scale = _number(new.rate_limit_time_scale)
-        if scale is None or scale <= 0:
+        scale = new.rate_limit_time_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
             raise ValueError(
                 f"rate_limit_time_scale must be a number > 0, e.g. 0.01 for windows 100 times shorter "
                 f"(got {new.rate_limit_time_scale!r})"
