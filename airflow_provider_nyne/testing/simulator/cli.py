@@ -12,47 +12,8 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
 
 from airflow_provider_nyne.testing.simulator.server import NyneSimulator
-
-#: The options, each (flag, argparse keywords); every one but --ready-file is a NyneSimulator keyword.
-_OPTIONS: list[tuple[str, dict[str, Any]]] = [
-    ("--host", {"default": "127.0.0.1", "help": "address to bind"}),
-    ("--port", {"type": int, "default": 8765, "help": "port to bind; 0 picks a free port"}),
-    ("--ready-file", {"help": "write the base URL to this file once listening"}),
-    ("--api-key", {"help": "API key of the default account (random sim-key-... otherwise)"}),
-    ("--api-secret", {"help": "API secret of the default account (random otherwise)"}),
-    ("--credits", {"type": int, "default": 1000, "help": "starting credits"}),
-    (
-        "--job-duration",
-        {"type": float, "default": 2.0, "help": "seconds a job takes (the median when spread)"},
-    ),
-    ("--job-duration-sigma", {"type": float, "default": 0.0, "help": "log-normal spread of job durations"}),
-    ("--job-duration-seed", {"type": int, "default": 0, "help": "picks the sequence of spread durations"}),
-    (
-        "--slow-job-duration",
-        {"type": float, "help": "seconds a slow* job takes (10x --job-duration otherwise)"},
-    ),
-    ("--request-ttl", {"type": float, "default": 3600.0, "help": "seconds results stay readable"}),
-    ("--rate-limit-per-minute", {"type": int, "default": 60, "help": "0 disables"}),
-    ("--rate-limit-per-hour", {"type": int, "default": 1000, "help": "0 disables"}),
-    ("--rate-limit-time-scale", {"type": float, "default": 1.0, "help": "factor for the rate-limit windows"}),
-    ("--callback-time-scale", {"type": float, "default": 1.0, "help": "factor for callback retry delays"}),
-    (
-        "--callback-allowed-host",
-        {
-            "action": "append",
-            "dest": "callback_allowed_hosts",
-            "metavar": "HOST",
-            "help": "allow callbacks only to this host (repeatable; any host when absent)",
-        },
-    ),
-    ("--failure-reason", {"default": "Profile is private", "help": "error of failed jobs"}),
-    ("--tls", {"action": "store_true", "help": "serve HTTPS with a throwaway CA (its file is printed)"}),
-    ("--access-log", {"action": "store_true", "help": "log one line per request"}),
-    ("--log-level", {"default": "warning", "help": "uvicorn log level"}),
-]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,10 +24,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nyne-simulator",
         description="Serve a local Nyne Social Interactions API for tests and offline DAG development.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for flag, options in _OPTIONS:
-        parser.add_argument(flag, **options)
+    add = parser.add_argument
+    # Every option but --ready-file is the NyneSimulator keyword of the same name.
+    add("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    add("--port", type=int, default=8765, help="port to bind; 0 picks a free one (default %(default)s)")
+    add("--ready-file", help="write the base URL to this file once listening")
+    add("--api-key", help="API key of the default account (random sim-key-... otherwise)")
+    add("--api-secret", help="API secret of the default account (random otherwise)")
+    add("--credits", type=int, default=1000, help="starting credits (default %(default)s)")
+    add("--job-duration", type=float, default=2.0, help="seconds a job takes (default %(default)s)")
+    add("--job-duration-sigma", type=float, default=0.0, help="log-normal spread of durations (default 0)")
+    add("--job-duration-seed", type=int, default=0, help="picks the sequence of spread durations")
+    add("--slow-job-duration", type=float, help="seconds a slow* job takes (10x --job-duration otherwise)")
+    add("--request-ttl", type=float, default=3600.0, help="seconds results stay readable (default 3600)")
+    add("--rate-limit-per-minute", type=int, default=60, help="0 disables (default %(default)s)")
+    add("--rate-limit-per-hour", type=int, default=1000, help="0 disables (default %(default)s)")
+    add("--rate-limit-time-scale", type=float, default=1.0, help="factor for the rate-limit windows")
+    add("--callback-time-scale", type=float, default=1.0, help="factor for callback retries and timeouts")
+    host_help = "allow callbacks only to this host (repeatable; any host when absent)"
+    add(
+        "--callback-allowed-host",
+        action="append",
+        dest="callback_allowed_hosts",
+        metavar="HOST",
+        help=host_help,
+    )
+    add("--failure-reason", default="Profile is private", help="error of failed jobs (default %(default)s)")
+    add("--tls", action="store_true", help="serve HTTPS with a throwaway CA (its file is printed at start)")
+    add("--access-log", action="store_true", help="log one line per request")
+    add("--log-level", default="warning", help="uvicorn log level (default %(default)s)")
     settings = vars(parser.parse_args(argv))
     ready_file = settings.pop("ready_file")
     logging.basicConfig(
