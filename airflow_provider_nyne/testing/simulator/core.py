@@ -75,7 +75,7 @@ class SimulatorCore:
             return self.settings
 
     def upsert_account(self, account: Account) -> Account:
-        """Add an account, or replace the flags and balance of an existing one (counters kept); return a copy."""
+        """Add an account, or replace an existing one's flags and balance (counters kept); return a copy."""
         with self.lock:
             if (old := self.accounts.get(account.api_key)) is not None:
                 counters = ("credits_used", "submissions", "minute_window", "hour_window")
@@ -90,7 +90,7 @@ class SimulatorCore:
             return replace(self.accounts[api_key])
 
     def reset(self, *, settings: bool = False) -> None:
-        """Forget jobs, ledger, faults and rate-limit counters; restore the initial accounts (and settings)."""
+        """Forget jobs, ledger, faults and rate-limit counters; restore the initial accounts."""
         with self.lock:
             self.generation += 1
             if settings:

@@ -111,7 +111,7 @@ class Job:
         return self.created_wall + (mono - self.created_mono)
 
     def status(self, now: float, queued_fraction: float) -> str:
-        """The status at monotonic time ``now``: queued for ``queued_fraction`` of the duration, then running."""
+        """The status at monotonic time ``now``: ``queued`` for ``queued_fraction`` of the duration first."""
         elapsed = now - self.created_mono
         if elapsed >= self.duration and not self.held:
             return "failed" if self.fail_reason is not None else "completed"

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """An API request and its answer: ``status`` None when the connection was dropped, ``fault`` the one applied."""
+    """An API request and its answer (``status`` None: connection dropped; ``fault``: the one applied)."""
 
     time: float
     method: str
@@ -82,7 +82,7 @@ class CallbackAttempt:
 
 @dataclass(frozen=True)
 class JobTiming:
-    """When a job was submitted, finished and first known finished by a client (Unix times, None until then)."""
+    """When a job was submitted, finished, and first known finished by a client (Unix times or None)."""
 
     request_id: str
     api_key: str
@@ -143,7 +143,7 @@ class LedgerStore:
             self.jobs[request_id] = replace(timing, **changes)
 
     def detected(self, request_id: str, at: float, by: str) -> None:
-        """Record that a client learned the job's outcome (``by`` poll or callback), unless one already had."""
+        """Record that a client learned the outcome (``by`` poll or callback), unless one already had."""
         if (timing := self.jobs.get(request_id)) is not None and timing.detected_at is None:
             self.update_job(request_id, detected_at=at, detected_by=by)
 
