@@ -116,9 +116,7 @@ class SimulatorApp:
             ("POST", "/accounts"): self._add_account,
             ("POST", "/jobs/release"): self._release_jobs,
             ("GET", "/settings"): lambda scope, body: core.settings.as_dict(),
-            ("POST", "/settings"): lambda scope, body: core.configure(
-                _object(body, "settings are a JSON object")
-            ).as_dict(),
+            ("POST", "/settings"): self._configure,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -149,10 +147,10 @@ class SimulatorApp:
         ) -> None:
             # Recorded before answering: a test reading the ledger after its response must find it.
             api_key = headers.get("x-api-key") or None
-            record = RequestRecord(
+            entry = RequestRecord(
                 time.time(), method, endpoint, path, api_key, status, code, fault, request_id
             )
-            self.core.record_request(record)
+            self.core.record_request(entry)
 
         delay, fault = self.core.faults.take_response(endpoint)
         if delay > 0:
@@ -267,6 +265,9 @@ class SimulatorApp:
     def _add_account(self, scope: Scope, payload: Any) -> Any:
         fields = _object(payload, "an account is a JSON object with api_key and api_secret")
         return self.core.upsert_account(Account.from_mapping(fields)).public()
+
+    def _configure(self, scope: Scope, payload: Any) -> Any:
+        return self.core.configure(_object(payload, "settings are a JSON object")).as_dict()
 
     def _release_jobs(self, scope: Scope, payload: Any) -> Any:
         request_id = payload.get("request_id") if isinstance(payload, dict) else None
