@@ -1,12 +1,11 @@
-"""The simulator's state and the API's decisions: accounts, jobs, credits and the ledger.
+"""The simulator's state and the API's decisions: accounts, jobs, credits, faults and the ledger.
 
-Everything here is guarded by one re-entrant lock, so the server thread and test threads can
-use it at the same time. Nothing here does I/O.
+One re-entrant lock guards everything, so the server thread and test threads can use it at
+once. Nothing here does I/O; the order of checks is documented in docs/simulator.md.
 """
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import threading
 import time
@@ -14,18 +13,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from airflow_provider_nyne.testing.simulator.data import build_result, iso, normalise_shape
-from airflow_provider_nyne.testing.simulator.faults import FaultBook
+from airflow_provider_nyne.testing.simulator.accounts import Account
+from airflow_provider_nyne.testing.simulator.faults import FaultControls
 from airflow_provider_nyne.testing.simulator.jobs import (
     TERMINAL_STATUSES,
     Job,
-    job_data,
-    job_status,
+    build_result,
+    iso,
+    normalise_shape,
     spread_duration,
 )
-from airflow_provider_nyne.testing.simulator.ratelimit import count_request
-from airflow_provider_nyne.testing.simulator.records import (
-    Account,
+from airflow_provider_nyne.testing.simulator.ledger import (
     CallbackAttempt,
     Charge,
     JobTiming,
@@ -38,7 +36,8 @@ from airflow_provider_nyne.testing.simulator.records import (
 from airflow_provider_nyne.testing.simulator.settings import Settings
 from airflow_provider_nyne.testing.simulator.validation import ApiError, parse_submission
 
-__all__ = ["SimulatorCore"]
+#: Prune expired jobs once per this many submissions, so that memory stays bounded in long runs.
+_PRUNE_EVERY = 256
 
 
 class SimulatorCore:
@@ -48,85 +47,60 @@ class SimulatorCore:
         self, settings: Settings, accounts: Iterable[Account], *, ledger_limit: int = 100_000
     ) -> None:
         self.lock = threading.RLock()
-        self.settings = settings
-        self._initial_settings = settings
+        self.settings = self._initial_settings = settings
         self._initial_accounts = [replace(account) for account in accounts]
-        self.accounts: dict[str, Account] = {a.api_key: replace(a) for a in self._initial_accounts}
-        self.jobs: dict[str, Job] = {}
-        self._unsettled: set[str] = set()
         self._ledger_limit = ledger_limit
-        self.ledger = LedgerStore(ledger_limit)
-        self.faults = FaultBook(self.lock)
-        #: Jobs accepted since start or reset: the next job's place in the duration sequence.
-        self._jobs_accepted = 0
-        self._submits_since_prune = 0
+        self.faults = FaultControls(self.lock)
         self.started_wall = time.time()
         #: Bumped by reset(); callback deliveries of an older generation stop.
         self.generation = 0
         #: Called (under the lock) for every new or released job, to schedule its completion.
         self.on_job_scheduled: Callable[[Job], None] | None = None
+        self._restore()
+
+    def _restore(self) -> None:
+        self.accounts = {a.api_key: replace(a) for a in self._initial_accounts}
+        self.jobs: dict[str, Job] = {}
+        self._unsettled: set[str] = set()
+        self.ledger = LedgerStore(self._ledger_limit)
+        #: Jobs accepted since start or reset: the next job's place in the duration sequence.
+        self._jobs_accepted = 0
+        self._submits_since_prune = 0
 
     # ----------------------------------------------------------------- configuration
     def configure(self, changes: Mapping[str, Any]) -> Settings:
-        """Apply setting changes atomically and return the new settings.
-
-        :param changes: setting names and values; all are checked before any is applied.
-        """
+        """Apply setting changes atomically and return the new settings."""
         with self.lock:
             self.settings = self.settings.updated(changes)
             return self.settings
 
     def upsert_account(self, account: Account) -> Account:
-        """Add an account, or replace the flags and balance of an existing one (counters kept).
-
-        :param account: the account's new state.
-        """
+        """Add an account, or replace an existing one's flags and balance (counters kept); return a copy."""
         with self.lock:
-            existing = self.accounts.get(account.api_key)
-            if existing is not None:
-                account = replace(
-                    account,
-                    credits_used=existing.credits_used,
-                    submissions=existing.submissions,
-                    minute_window=existing.minute_window,
-                    hour_window=existing.hour_window,
-                )
+            if (old := self.accounts.get(account.api_key)) is not None:
+                counters = ("credits_used", "submissions", "minute_window", "hour_window")
+                account = replace(account, **{name: getattr(old, name) for name in counters})
             self.accounts[account.api_key] = account
             return replace(account)
 
     def get_account(self, api_key: str) -> Account:
-        """Return a copy of an account (KeyError when unknown).
-
-        :param api_key: the account's key.
-        """
+        """Return a copy of an account, charges settled (``KeyError`` when unknown)."""
         with self.lock:
             self._settle_due_locked(time.monotonic())
             return replace(self.accounts[api_key])
 
     def reset(self, *, settings: bool = False) -> None:
-        """Forget jobs, ledger, faults and rate-limit counters; restore the initial accounts.
-
-        :param settings: also restore the settings given at construction.
-        """
+        """Forget jobs, ledger, faults and rate-limit counters; restore the initial accounts."""
         with self.lock:
             self.generation += 1
             if settings:
                 self.settings = self._initial_settings
-            self.accounts = {a.api_key: replace(a) for a in self._initial_accounts}
-            self.jobs.clear()
-            self._unsettled.clear()
-            self.ledger = LedgerStore(self._ledger_limit)
             self.faults.clear()
-            self._jobs_accepted = 0
+            self._restore()
 
     # ----------------------------------------------------------------- API decisions
     def authenticate(self, endpoint: str, headers: Mapping[str, str], client_ip: str | None) -> Account:
-        """Return the account the request's headers name, or raise the 401/403 answer.
-
-        :param endpoint: ``submit``, ``status`` or ``usage``.
-        :param headers: the request headers, names in lower case.
-        :param client_ip: the peer address, checked against the account's allowed IPs.
-        """
+        """Return the account the request's headers (lower-case names) name, or raise the 401/403 answer."""
         key = headers.get("x-api-key", "").strip()
         secret = headers.get("x-api-secret", "").strip()
         if not key:
@@ -137,93 +111,65 @@ class SimulatorCore:
             account = self.accounts.get(key)
             if account is None:
                 raise ApiError(401, "invalid_api_key", "The API key is not valid")
-            if not hmac.compare_digest(account.api_secret.encode(), secret.encode()):
-                raise ApiError(401, "invalid_api_secret", "The API secret does not match the API key")
-            if account.disabled:
-                raise ApiError(403, "api_key_disabled", "This API key has been disabled")
-            if account.allowed_ips is not None and client_ip not in account.allowed_ips:
-                raise ApiError(
-                    403, "ip_not_allowed", f"Requests from IP {client_ip} are not allowed for this key"
-                )
-            if endpoint in ("submit", "status"):
-                if not account.subscription_active:
-                    raise ApiError(403, "subscription_required", "An active subscription is required")
-                if "interactions" not in account.permissions:
-                    raise ApiError(403, "permission_denied", "This API key may not use the interactions API")
-            elif endpoint == "usage" and "usage" not in account.permissions:
-                raise ApiError(403, "permission_denied", "This API key may not read usage")
+            account.check_access(secret, endpoint, client_ip)
             return account
 
     def rate_limit(self, account: Account, endpoint: str) -> dict[str, str]:
-        """Count a request against the account's windows; return headers or raise the 429.
-
-        :param account: the authenticated account.
-        :param endpoint: ``submit``, ``status`` or ``usage`` (only ``rate_limited_endpoints`` count).
-        """
+        """Count a request against the account's windows; return the headers or raise the 429."""
         with self.lock:
             if endpoint not in self.settings.rate_limited_endpoints:
                 return {}
-            return count_request(account, self.settings, time.time())
+            return account.count_request(self.settings, time.time())
 
     def submit(self, account: Account, body: bytes) -> Job:
-        """Check credits, validate the body and create a job (the 202 answer's subject).
-
-        :param account: the authenticated account.
-        :param body: the raw request body.
-        """
+        """Check credits, validate the body and create the job of a 202 answer."""
         with self.lock:
             self._settle_due_locked(time.monotonic())
             if account.credits <= 0:
                 raise ApiError(
                     402, "insufficient_credits", "Insufficient credits: top up the account to submit"
                 )
-            query = parse_submission(body, self.settings.callback_allowed_hosts)
             settings = self.settings
-            now_mono, now_wall = time.monotonic(), time.time()
-            duration = settings.job_duration
-            fail_reason: str | None = None
-            empty = False
-            shape: frozenset[str] = frozenset()
-            held = False
-            magic = (query.username or "").lower()
-            if magic.startswith("empty"):
-                empty = True
-            elif magic.startswith("fail"):
-                fail_reason = settings.failure_reason
-            elif magic.startswith("slow"):
-                duration = settings.effective_slow_job_duration
-            elif magic.startswith("variant"):
-                shape = normalise_shape("variant")
-            elif magic.startswith("hold"):
-                held = True
-            duration = spread_duration(
-                duration, settings.job_duration_sigma, settings.job_duration_seed, self._jobs_accepted
-            )
-            applied = self.faults.take_job(settings.failure_reason)
+            query = parse_submission(body, settings.callback_allowed_hosts)
             job = Job(
                 request_id=f"req_{secrets.token_hex(12)}",
                 api_key=account.api_key,
                 query=query,
-                created_mono=now_mono,
-                created_wall=now_wall,
-                duration=float(applied.get("duration", duration)),
-                fail_reason=applied.get("fail_reason", fail_reason),
-                empty=bool(applied.get("empty", empty)),
-                shape=applied.get("shape", shape),
-                intermediate_status=applied.get("intermediate_status", "processing"),
-                held=bool(applied.get("held", held)),
+                created_mono=time.monotonic(),
+                created_wall=time.time(),
+                duration=settings.job_duration,
+                fail_reason=None,
+                empty=False,
+                shape=frozenset(),
+                intermediate_status="processing",
             )
+            magic = (query.username or "").lower()  # the magic usernames of docs/simulator.md
+            if magic.startswith("empty"):
+                job.empty = True
+            elif magic.startswith("fail"):
+                job.fail_reason = settings.failure_reason
+            elif magic.startswith("slow"):
+                job.duration = settings.effective_slow_job_duration
+            elif magic.startswith("variant"):
+                job.shape = normalise_shape("variant")
+            elif magic.startswith("hold"):
+                job.held = True
+            job.duration = spread_duration(
+                job.duration, settings.job_duration_sigma, settings.job_duration_seed, self._jobs_accepted
+            )
+            for name, value in self.faults.take_job(settings.failure_reason).items():
+                setattr(job, name, value)
             self.jobs[job.request_id] = job
             self._unsettled.add(job.request_id)
             self._jobs_accepted += 1
             account.submissions += 1
             self.ledger.submissions.append(
-                Submission(now_wall, account.api_key, job.request_id, query.as_dict())
+                Submission(job.created_wall, account.api_key, job.request_id, query.as_dict())
             )
-            self.ledger.add_job(JobTiming(job.request_id, account.api_key, now_wall))
+            self.ledger.add_job(JobTiming(job.request_id, account.api_key, job.created_wall))
             self._submits_since_prune += 1
-            if self._submits_since_prune >= 256:
-                self._prune_locked(now_mono)
+            if self._submits_since_prune >= _PRUNE_EVERY:
+                self._prune_locked(job.created_mono)
             if self.on_job_scheduled is not None:
                 self.on_job_scheduled(job)
             return job
@@ -233,8 +179,8 @@ class SimulatorCore:
 
         :param account: the authenticated account.
         :param request_id: the ``request_id`` query parameter.
-        :param answered: False when the client will not get this answer (an injected fault
-            replaces it): the poll is recorded, but it tells no client that the job finished.
+        :param answered: False when a fault replaces the answer: the poll is recorded, but it
+            tells no client that the job finished.
         """
         if request_id is None or not request_id.strip():
             raise ApiError(400, "invalid_request_id", "The request_id query parameter is required")
@@ -252,10 +198,7 @@ class SimulatorCore:
             return data
 
     def usage(self, account: Account) -> dict[str, Any]:
-        """Return the ``data`` of a usage answer.
-
-        :param account: the authenticated account.
-        """
+        """Return the ``data`` of a usage answer."""
         with self.lock:
             self._settle_due_locked(time.monotonic())
             settings = self.settings
@@ -279,12 +222,13 @@ class SimulatorCore:
         return now >= job.end_mono + self.settings.request_ttl
 
     def _job_data_locked(self, job: Job, now: float) -> dict[str, Any]:
-        status = job_status(job, now, self.settings.queued_fraction)
+        status = job.status(now, self.settings.queued_fraction)
         if status in TERMINAL_STATUSES:
             self._settle_locked(job)
-        return job_data(job, status, self.settings.queued_fraction)
+        return job.data(status, self.settings.queued_fraction)
 
     def _settle_locked(self, job: Job) -> None:
+        """Charge a finished job once and record its completion."""
         if job.settled:
             return
         job.settled = True
@@ -297,16 +241,15 @@ class SimulatorCore:
             credits = self.settings.credits_per_result if has_results else 0
             reason = "results" if has_results else "empty"
         job.credits_charged = credits
-        account = self.accounts.get(job.api_key)
-        if account is not None:
+        if (account := self.accounts.get(job.api_key)) is not None:
             account.credits -= credits
             account.credits_used += credits
-        ledger = self.ledger
         completed_at = job.wall(job.end_mono)
-        ledger.charges.append(Charge(completed_at, job.api_key, job.request_id, credits, reason))
+        self.ledger.charges.append(Charge(completed_at, job.api_key, job.request_id, credits, reason))
         status = "failed" if job.fail_reason is not None else "completed"
-        ledger.update_job(job.request_id, completed_at=completed_at, status=status)
-        ledger.credits_by_account[job.api_key] = ledger.credits_by_account.get(job.api_key, 0) + credits
+        self.ledger.update_job(job.request_id, completed_at=completed_at, status=status)
+        totals = self.ledger.credits_by_account
+        totals[job.api_key] = totals.get(job.api_key, 0) + credits
 
     def _settle_due_locked(self, now: float) -> None:
         for request_id in list(self._unsettled):
@@ -324,18 +267,14 @@ class SimulatorCore:
     def _prune_locked(self, now: float) -> None:
         self._submits_since_prune = 0
         for request_id in [rid for rid, job in self.jobs.items() if self._expired(job, now)]:
-            job = self.jobs.pop(request_id)
-            if not job.settled:
-                self._settle_locked(job)
+            self._settle_locked(self.jobs.pop(request_id))
 
     def complete_job(self, request_id: str) -> tuple[Job, dict[str, Any], int] | float | None:
         """Settle a job at its completion time.
 
         Returns the job, its callback data and the current :attr:`generation` when a callback
-        is due now, the seconds left when the job is not terminal yet, or None (job gone, no
-        callback, or already started).
-
-        :param request_id: the job's request id.
+        is due now, the seconds left when the job is not terminal yet, or None (job gone or
+        held, no callback, or its delivery already started).
         """
         with self.lock:
             job = self.jobs.get(request_id)
@@ -351,23 +290,14 @@ class SimulatorCore:
             return job, data, self.generation
 
     def release_jobs(self, request_id: str | None = None) -> list[str]:
-        """Let held jobs finish: at once if their duration has passed, else when it does.
-
-        :param request_id: one job (``KeyError`` when unknown), or every held job when None.
-        :returns: the request ids released.
-        """
+        """Let held jobs (or the one named, ``KeyError`` when unknown) finish; return their request ids."""
         with self.lock:
-            if request_id is not None:
-                if request_id not in self.jobs:
-                    raise KeyError(f"no job {request_id!r}")
-                jobs = [self.jobs[request_id]]
-            else:
-                jobs = list(self.jobs.values())
+            if request_id is not None and request_id not in self.jobs:
+                raise KeyError(f"no job {request_id!r}")
+            jobs = list(self.jobs.values()) if request_id is None else [self.jobs[request_id]]
             now = time.monotonic()
             released = []
-            for job in jobs:
-                if not job.held:
-                    continue
+            for job in (job for job in jobs if job.held):
                 job.held = False
                 # Completion is now (or later, if the job's own duration has not passed yet).
                 job.duration = max(job.duration, now - job.created_mono)
@@ -377,10 +307,7 @@ class SimulatorCore:
             return released
 
     def job_snapshot(self, request_id: str) -> dict[str, Any] | None:
-        """Return what a poll by the owner would see now, without recording a poll.
-
-        :param request_id: the job's request id.
-        """
+        """Return what a poll by the owner would see now, without recording a poll (None when gone)."""
         with self.lock:
             now = time.monotonic()
             job = self.jobs.get(request_id)
@@ -390,10 +317,7 @@ class SimulatorCore:
 
     # ----------------------------------------------------------------- ledger
     def record_request(self, record: RequestRecord) -> None:
-        """Append an entry to the request log.
-
-        :param record: the request and its answer.
-        """
+        """Append an entry to the request log."""
         with self.lock:
             self.ledger.add_request(record)
 
@@ -401,9 +325,6 @@ class SimulatorCore:
         """Append a callback attempt; return False (recording nothing) after a reset.
 
         An acknowledged attempt tells the client the job finished, unless a poll already had.
-
-        :param attempt: the attempt.
-        :param generation: the :attr:`generation` the delivery started in.
         """
         with self.lock:
             if generation != self.generation:

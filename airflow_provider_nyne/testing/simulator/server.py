@@ -5,26 +5,22 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from airflow_provider_nyne.testing.simulator.admin import ADMIN_PREFIX
-from airflow_provider_nyne.testing.simulator.app import SimulatorApp
+from airflow_provider_nyne.testing.simulator.accounts import Account
+from airflow_provider_nyne.testing.simulator.app import ADMIN_PREFIX, SimulatorApp
 from airflow_provider_nyne.testing.simulator.background import BackgroundServer
 from airflow_provider_nyne.testing.simulator.core import SimulatorCore
-from airflow_provider_nyne.testing.simulator.faults import FaultControls
 from airflow_provider_nyne.testing.simulator.ledger import Ledger
-from airflow_provider_nyne.testing.simulator.records import DEFAULT_PERMISSIONS, Account
 from airflow_provider_nyne.testing.simulator.settings import ENDPOINTS, Settings
-
-__all__ = ["NyneSimulator"]
 
 
 class NyneSimulator:
-    """A simulated Nyne API served over real sockets on a background thread.
+    """A simulated Nyne API served over real sockets on a background thread (docs/simulator.md).
 
     :param host: address to bind (loopback by default).
     :param port: port to bind; 0 picks a free one (read it from :attr:`port` or :attr:`url`).
@@ -32,17 +28,14 @@ class NyneSimulator:
     :param api_secret: secret of the default account (random ``sim-secret-...`` otherwise).
     :param credits: starting balance of the default account.
     :param job_duration: seconds from submission to terminal status (the median when spread).
-    :param job_duration_sigma: log-normal spread of job durations around ``job_duration``
-        (standard deviation of the logarithm); 0 gives every job ``job_duration``.
-    :param job_duration_seed: picks the sequence of spread durations: the n-th job since start
-        or reset always gets the same duration for the same seed.
+    :param job_duration_sigma: log-normal spread of job durations (0: every job takes ``job_duration``).
+    :param job_duration_seed: picks the sequence of spread durations.
     :param slow_job_duration: duration of ``slow*`` jobs (ten times ``job_duration`` if None).
     :param request_ttl: seconds a request id stays readable after the job's terminal status.
     :param rate_limit_per_minute: requests per account per minute; None or 0 disables.
     :param rate_limit_per_hour: requests per account per hour; None or 0 disables.
     :param rate_limited_endpoints: which of ``submit``, ``status``, ``usage`` count toward limits.
-    :param rate_limit_time_scale: factor applied to the rate-limit windows (60 s and 3600 s);
-        when not 1, reset times and ``Retry-After`` are sent with millisecond precision.
+    :param rate_limit_time_scale: factor applied to the rate-limit windows (60 s and 3600 s).
     :param callback_time_scale: factor applied to callback retry delays and timeouts.
     :param callback_allowed_hosts: host names a ``callback_url`` may use; None allows any.
     :param failure_reason: ``error`` of jobs made to fail without an explicit reason.
@@ -53,8 +46,12 @@ class NyneSimulator:
     :param loop: event loop: ``auto`` (uvloop when installed), ``uvloop`` or ``asyncio``.
     :param timeout_keep_alive: seconds an idle keep-alive connection stays open.
     :param backlog: listen backlog of the server socket.
-    :param tls: serve HTTPS with a certificate from a throwaway CA made at start (see
-        :attr:`ca_file`); :meth:`airflow_env` then also sets ``SSL_CERT_FILE`` to trust it.
+    :param tls: serve HTTPS with a certificate from a throwaway CA made at start (see :attr:`ca_file`).
+    :ivar host: the address to bind.
+    :ivar api_key: API key of the default account.
+    :ivar api_secret: API secret of the default account.
+    :ivar ledger: what the simulator saw and charged.
+    :ivar faults: scriptable failures.
     """
 
     def __init__(
@@ -86,46 +83,24 @@ class NyneSimulator:
         backlog: int = 2048,
         tls: bool = False,
     ) -> None:
-        self._api_key = api_key or f"sim-key-{secrets.token_hex(8)}"
-        self._api_secret = api_secret or f"sim-secret-{secrets.token_hex(16)}"
+        # The behaviour settings are the keyword arguments named like the fields of Settings.
+        arguments = locals()
         settings = Settings().updated(
-            {
-                "job_duration": job_duration,
-                "job_duration_sigma": job_duration_sigma,
-                "job_duration_seed": job_duration_seed,
-                "slow_job_duration": slow_job_duration,
-                "request_ttl": request_ttl,
-                "rate_limit_per_minute": rate_limit_per_minute,
-                "rate_limit_per_hour": rate_limit_per_hour,
-                "rate_limited_endpoints": rate_limited_endpoints,
-                "rate_limit_time_scale": rate_limit_time_scale,
-                "callback_time_scale": callback_time_scale,
-                "callback_allowed_hosts": callback_allowed_hosts,
-                "failure_reason": failure_reason,
-            },
+            {f.name: arguments[f.name] for f in fields(Settings) if f.name in arguments}
         )
-        default_account = Account(api_key=self._api_key, api_secret=self._api_secret, credits=credits)
+        self.host = host
+        self.api_key = api_key or f"sim-key-{secrets.token_hex(8)}"
+        self.api_secret = api_secret or f"sim-secret-{secrets.token_hex(16)}"
+        default_account = Account(api_key=self.api_key, api_secret=self.api_secret, credits=credits)
         self._core = SimulatorCore(settings, [default_account], ledger_limit=ledger_limit)
-        self._ledger = Ledger(self._core)
-        self._faults = FaultControls(self._core.faults)
+        self.ledger = Ledger(self._core)
+        self.faults = self._core.faults
+        uvicorn_options = {"log_level": log_level, "access_log": access_log, "http": http, "backlog": backlog}
         self._server = BackgroundServer(
-            host,
-            port,
-            tls=tls,
-            loop=loop,
-            log_level=log_level,
-            access_log=access_log,
-            http=http,
-            timeout_keep_alive=timeout_keep_alive,
-            backlog=backlog,
+            host, port, tls=tls, loop=loop, timeout_keep_alive=timeout_keep_alive, **uvicorn_options
         )
 
     # ----------------------------------------------------------------- properties
-    @property
-    def host(self) -> str:
-        """The bound address."""
-        return self._server.host
-
     @property
     def port(self) -> int:
         """The bound port (known once started)."""
@@ -135,50 +110,27 @@ class NyneSimulator:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:PORT`` (``https://`` with ``tls=True``; no trailing slash)."""
+        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:PORT`` (``https://`` with TLS)."""
         return f"{'https' if self._server.tls else 'http'}://{self._url_host}:{self.port}"
 
     @property
     def _url_host(self) -> str:
-        host = self._server.host
-        return f"[{host}]" if ":" in host else host
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     @property
     def ca_file(self) -> Path:
-        """PEM file of the CA that signed the server's certificate (``tls=True``, while started).
+        """PEM file of the CA that signed the server's certificate (with ``tls=True``, while started).
 
-        Trust it with ``SSL_CERT_FILE=<ca_file>`` (httpx, and so the provider's clients, read
-        it) or ``ssl.create_default_context(cafile=...)``.
+        Trust it with ``SSL_CERT_FILE=<ca_file>`` (httpx, and so the provider's clients, read it).
         """
-        tls_files = self._server.tls_files
-        if tls_files is None:
+        if self._server.ca_file is None:
             raise RuntimeError("the simulator serves TLS only when built with tls=True and started")
-        return tls_files.ca_file
-
-    @property
-    def api_key(self) -> str:
-        """API key of the default account."""
-        return self._api_key
-
-    @property
-    def api_secret(self) -> str:
-        """API secret of the default account."""
-        return self._api_secret
+        return self._server.ca_file
 
     @property
     def running(self) -> bool:
         """Whether the server thread is serving."""
         return self._server.running
-
-    @property
-    def ledger(self) -> Ledger:
-        """What the simulator saw and charged (see :class:`Ledger`)."""
-        return self._ledger
-
-    @property
-    def faults(self) -> FaultControls:
-        """Scriptable failures (see :class:`FaultControls`)."""
-        return self._faults
 
     @property
     def settings(self) -> Settings:
@@ -211,18 +163,15 @@ class NyneSimulator:
         return self
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
 
     # ----------------------------------------------------------------- state
     def configure(self, **changes: Any) -> Settings:
-        """Change settings while running: any field of :class:`Settings`, e.g. ``job_duration``.
+        """Change settings while running, all or none (``ValueError`` names a bad one); return them.
 
-        :param changes: setting names and new values.
+        :param changes: :class:`Settings` field names and new values, e.g. ``job_duration=5``.
         """
         return self._core.configure(changes)
 
@@ -244,17 +193,20 @@ class NyneSimulator:
         :param credits: balance; submitting needs a positive balance.
         :param subscription_active: False answers ``403 subscription_required``.
         :param disabled: True answers ``403 api_key_disabled``.
-        :param permissions: granted permissions, of ``interactions`` and ``usage`` (both by default).
+        :param permissions: of ``interactions`` and ``usage`` (both by default).
         :param allowed_ips: client IPs allowed (any when None); others get ``403 ip_not_allowed``.
         """
-        account = Account(
-            api_key=api_key,
-            api_secret=api_secret,
-            credits=credits,
-            subscription_active=subscription_active,
-            disabled=disabled,
-            permissions=DEFAULT_PERMISSIONS if permissions is None else frozenset(permissions),
-            allowed_ips=None if allowed_ips is None else frozenset(allowed_ips),
+        # The same checks as POST /_simulator/accounts: one place says what an account may be.
+        account = Account.from_mapping(
+            {
+                "api_key": api_key,
+                "api_secret": api_secret,
+                "credits": credits,
+                "subscription_active": subscription_active,
+                "disabled": disabled,
+                "permissions": permissions,
+                "allowed_ips": allowed_ips,
+            }
         )
         return self._core.upsert_account(account)
 
@@ -263,25 +215,21 @@ class NyneSimulator:
 
         :param api_key: the account (the default account when None).
         """
-        return self._core.get_account(api_key or self._api_key)
+        return self._core.get_account(api_key or self.api_key)
 
     def set_credits(self, credits: int, api_key: str | None = None) -> None:
-        """Set an account's balance.
+        """Set an account's balance (0 or less makes submissions answer 402).
 
-        :param credits: the new balance (0 or less makes submissions answer 402).
+        :param credits: the new balance.
         :param api_key: the account (the default account when None).
         """
         with self._core.lock:
-            self._core.accounts[api_key or self._api_key].credits = credits
+            self._core.accounts[api_key or self.api_key].credits = credits
 
     def release(self, request_id: str | None = None) -> list[str]:
-        """Let held jobs (``hold*`` usernames, ``faults.hold_next_job()``) finish.
-
-        A released job completes (or fails) at once if its duration has passed, else when it
-        does; its callback, if any, is delivered then.
+        """Let held jobs finish (at once, or when their duration has passed); return the ids released.
 
         :param request_id: one job (``KeyError`` when unknown), or every held job when None.
-        :returns: the request ids released.
         """
         return self._core.release_jobs(request_id)
 
@@ -302,20 +250,14 @@ class NyneSimulator:
     def admin_url(self, path: str = "") -> str:
         """Return the URL of an admin endpoint, e.g. ``admin_url("ledger")``.
 
-        :param path: path under the admin prefix.
+        :param path: path under ``/_simulator``.
         """
         return f"{self.url}{ADMIN_PREFIX}/{path.lstrip('/')}" if path else f"{self.url}{ADMIN_PREFIX}"
 
     # ----------------------------------------------------------------- Airflow connection
-    def _credentials(self, api_key: str | None) -> tuple[str, str]:
-        if api_key is None:
-            return self._api_key, self._api_secret
-        account = self._core.get_account(api_key)
-        return account.api_key, account.api_secret
-
     def rate_limit_extras(self) -> dict[str, Any]:
         """The connection extras that declare this server's rate limits (0: none), so clients pace to them."""
-        settings = self.settings
+        settings = self._core.settings
         extras: dict[str, Any] = {
             "rate_limit_per_minute": settings.rate_limit_per_minute or 0,
             "rate_limit_per_hour": settings.rate_limit_per_hour or 0,
@@ -324,13 +266,15 @@ class NyneSimulator:
             extras["rate_limit_time_scale"] = settings.rate_limit_time_scale
         return extras
 
-    def connection_uri(self, api_key: str | None = None, **extra: str) -> str:
-        """Return an Airflow connection URI: ``nyne://KEY:SECRET@127.0.0.1:PORT?scheme=http`` (``https`` with TLS).
+    def _credentials(self, api_key: str | None) -> tuple[str, str]:
+        account = self.account(api_key)
+        return account.api_key, account.api_secret
 
-        The connection declares the server's current rate limits (:meth:`rate_limit_extras`).
+    def connection_uri(self, api_key: str | None = None, **extra: str) -> str:
+        """Return an Airflow connection URI, ``nyne://KEY:SECRET@127.0.0.1:PORT?scheme=http&...``.
 
         :param api_key: use this account's credentials (the default account when None).
-        :param extra: more connection extras, added to the query string (they win).
+        :param extra: connection extras besides :meth:`rate_limit_extras` (they win).
         """
         key, secret = self._credentials(api_key)
         query = urlencode(
@@ -341,21 +285,12 @@ class NyneSimulator:
     def connection_json(self, api_key: str | None = None, extra: Mapping[str, Any] | None = None) -> str:
         """Return the JSON form of the Airflow connection, for ``AIRFLOW_CONN_<ID>``.
 
-        The connection declares the server's current rate limits (:meth:`rate_limit_extras`).
-
         :param api_key: use this account's credentials (the default account when None).
-        :param extra: connection extras (they win over the declared limits).
+        :param extra: connection extras besides :meth:`rate_limit_extras` (they win).
         """
         key, secret = self._credentials(api_key)
-        return json.dumps(
-            {
-                "conn_type": "nyne",
-                "login": key,
-                "password": secret,
-                "host": self.url,
-                "extra": {**self.rate_limit_extras(), **dict(extra or {})},
-            },
-        )
+        conn = {"conn_type": "nyne", "login": key, "password": secret, "host": self.url}
+        return json.dumps({**conn, "extra": {**self.rate_limit_extras(), **dict(extra or {})}})
 
     def airflow_env(
         self,
@@ -363,10 +298,10 @@ class NyneSimulator:
         api_key: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> dict[str, str]:
-        """Return ``{"AIRFLOW_CONN_<CONN_ID>": <connection JSON>}`` for a subprocess or monkeypatch.
+        """Return ``{"AIRFLOW_CONN_<CONN_ID>": <connection JSON>}``, plus ``SSL_CERT_FILE`` with TLS.
 
-        With ``tls=True`` also ``SSL_CERT_FILE``: the processes then trust the simulator's CA
-        (instead of the public ones: keep it to test processes).
+        With TLS, processes started with this environment trust the simulator's CA instead of
+        the public ones: keep it to test processes.
 
         :param conn_id: the Airflow connection id.
         :param api_key: use this account's credentials (the default account when None).

@@ -1,4 +1,4 @@
-"""The simulator's behaviour knobs: every one can be changed while the server runs."""
+"""The simulator's behaviour settings; every one can be changed while it runs (docs/simulator.md)."""
 
 from __future__ import annotations
 
@@ -7,43 +7,29 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-__all__ = ["ENDPOINTS", "HOUR", "MINUTE", "Settings"]
-
 #: API endpoints a fault or rate limit can target (``*`` in a fault means all three).
 ENDPOINTS = ("submit", "status", "usage")
-#: Rate-limit window lengths in seconds, before ``rate_limit_time_scale``.
-MINUTE = 60.0
-HOUR = 3600.0
 
 
-def _positive_or_none(value: int | None) -> int | None:
-    if value is None or value <= 0:
-        return None
-    return int(value)
-
-
-def _number(value: Any) -> float | None:
-    """Return ``value`` as a finite float, or None when it is not a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
+def non_negative(value: Any, name: str) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``name`` when it is not a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a number >= 0 (got {value!r})")
     return float(value)
 
 
 @dataclass
 class Settings:
-    """Behaviour knobs; all can be changed while the server runs."""
+    """Behaviour settings, as the constructor of ``NyneSimulator`` and ``configure()`` take them."""
 
     job_duration: float = 0.2
     slow_job_duration: float | None = None
-    #: Log-normal spread of job durations (sigma of the log); 0 makes every job take its duration.
     job_duration_sigma: float = 0.0
-    #: Picks the sequence of spread durations: the n-th job since start or reset draws its n-th value.
     job_duration_seed: int = 0
     request_ttl: float = 3600.0
     rate_limit_per_minute: int | None = 60
     rate_limit_per_hour: int | None = 1000
     rate_limited_endpoints: frozenset[str] = frozenset(ENDPOINTS)
-    #: Factor applied to the rate-limit windows (60 s and 3600 s); below 1 runs them faster.
     rate_limit_time_scale: float = 1.0
     callback_time_scale: float = 1.0
     callback_allowed_hosts: frozenset[str] | None = None
@@ -54,53 +40,48 @@ class Settings:
     @property
     def effective_slow_job_duration(self) -> float:
         """Duration of ``slow*`` jobs: ``slow_job_duration`` or ten times ``job_duration``."""
-        if self.slow_job_duration is not None:
-            return self.slow_job_duration
-        return self.job_duration * 10
+        return self.job_duration * 10 if self.slow_job_duration is None else self.slow_job_duration
 
     @property
     def rate_limit_windows(self) -> list[tuple[str, int, float]]:
-        """The active windows as ``(account attribute, limit, length in seconds)``, scaled."""
-        windows: list[tuple[str, int, float]] = []
-        if self.rate_limit_per_minute is not None:
-            windows.append(("minute_window", self.rate_limit_per_minute, MINUTE * self.rate_limit_time_scale))
-        if self.rate_limit_per_hour is not None:
-            windows.append(("hour_window", self.rate_limit_per_hour, HOUR * self.rate_limit_time_scale))
+        """The active windows as ``(account attribute, limit, scaled length in seconds)``."""
+        windows = []
+        for attr, limit, length in (
+            ("minute_window", self.rate_limit_per_minute, 60.0),
+            ("hour_window", self.rate_limit_per_hour, 3600.0),
+        ):
+            if limit:
+                windows.append((attr, limit, length * self.rate_limit_time_scale))
         return windows
 
     def updated(self, changes: Mapping[str, Any]) -> Settings:
-        """Return a copy with ``changes`` applied and checked (``ValueError`` names a bad one).
+        """Return a copy with ``changes`` applied; a bad one raises ``ValueError`` naming it.
 
-        :param changes: setting names and values.
+        :param changes: setting names and values; all are checked before any is applied.
         """
         known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
-        if unknown:
+        if unknown := set(changes) - known:
             raise ValueError(f"unknown simulator settings: {sorted(unknown)}; known: {sorted(known)}")
         values = dict(changes)
         for name in ("rate_limit_per_minute", "rate_limit_per_hour"):
             if name in values:
-                values[name] = _positive_or_none(values[name])
+                values[name] = None if values[name] is None or values[name] <= 0 else int(values[name])
         if "rate_limited_endpoints" in values:
-            endpoints = frozenset(values["rate_limited_endpoints"])
+            values["rate_limited_endpoints"] = endpoints = frozenset(values["rate_limited_endpoints"])
             if not endpoints <= set(ENDPOINTS):
                 raise ValueError(f"rate_limited_endpoints must be a subset of {ENDPOINTS}")
-            values["rate_limited_endpoints"] = endpoints
         if values.get("callback_allowed_hosts") is not None:
             values["callback_allowed_hosts"] = frozenset(h.lower() for h in values["callback_allowed_hosts"])
-        if "job_duration_seed" in values:
-            seed = values["job_duration_seed"]
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise ValueError(f"job_duration_seed must be an integer (got {seed!r})")
+        seed = values.get("job_duration_seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"job_duration_seed must be an integer (got {seed!r})")
         new = replace(self, **values)
         for name in ("job_duration", "request_ttl", "callback_time_scale", "job_duration_sigma"):
-            value = _number(getattr(new, name))
-            if value is None or value < 0:
-                raise ValueError(f"{name} must be a number >= 0 (got {getattr(new, name)!r})")
+            non_negative(getattr(new, name), name)
         if new.slow_job_duration is not None and new.slow_job_duration < 0:
             raise ValueError("slow_job_duration must not be negative")
-        scale = _number(new.rate_limit_time_scale)
-        if scale is None or scale <= 0:
+        scale = new.rate_limit_time_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
             raise ValueError(
                 f"rate_limit_time_scale must be a number > 0, e.g. 0.01 for windows 100 times shorter "
                 f"(got {new.rate_limit_time_scale!r})"

@@ -232,3 +232,15 @@ def test_bad_fault_over_http_is_400(api: Api, sim: NyneSimulator, spec: dict[str
     assert response.status_code == 400
     assert error_code(response) == "invalid_admin_request"
     assert sim.faults.active() == []
+
+
+def test_a_bad_fault_in_a_list_adds_none_of_them(api: Api, sim: NyneSimulator) -> None:
+    response = api.client.post(
+        "/_simulator/faults",
+        json=[{"kind": "server_error", "endpoint": "usage"}, {"kind": "delay", "seconds": -1}],
+    )
+
+    assert response.status_code == 400
+    assert "seconds must be a number >= 0" in response.json()["error"]["message"]
+    assert sim.faults.active() == []
+    assert api.usage().status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -117,6 +118,29 @@ def test_bad_account_over_http_is_400(api: Api) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_admin_request"
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        pytest.param({"permissions": "interactions"}, "permissions must be a list", id="permissions-string"),
+        pytest.param({"credits": 2.5}, "credits must be an integer", id="fractional-credits"),
+        pytest.param({"disabled": "no"}, "disabled must be true or false", id="text-flag"),
+    ],
+)
+def test_bad_account_in_python_is_refused_like_over_http(
+    api: Api, sim: NyneSimulator, fields: dict[str, Any], named: str
+) -> None:
+    over_http = api.client.post(
+        "/_simulator/accounts", json={"api_key": "bad-key", "api_secret": "bad-secret", **fields}
+    )
+    with pytest.raises(TypeError, match=named):
+        sim.add_account("bad-key", "bad-secret", **fields)
+
+    assert over_http.status_code == 400
+    assert named in over_http.json()["error"]["message"]
+    with pytest.raises(KeyError):
+        sim.account("bad-key")
 
 
 def test_settings_over_http(api: Api, sim: NyneSimulator) -> None:
