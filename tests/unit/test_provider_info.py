@@ -105,3 +105,26 @@ def test_module_does_not_import_airflow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_nyne_asset_scheme_is_registered_with_airflow() -> None:
+    import airflow_provider_nyne.assets as assets
+
+    (entry,) = get_provider_info()["asset-uris"]
+    assert entry == {
+        "schemes": ["nyne"],
+        "handler": "airflow_provider_nyne.assets.sanitize_uri",
+        "factory": "airflow_provider_nyne.assets.create_asset",
+        "to_openlineage_converter": "airflow_provider_nyne.assets.convert_asset_to_openlineage",
+    }
+    # What the providers manager that Asset definitions ask resolved from it: the task
+    # runtime's from Airflow 3.2, core's before.
+    try:
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime as Manager
+    except ImportError:  # Airflow 3.1
+        from airflow.providers_manager import ProvidersManager as Manager  # type: ignore[assignment]
+
+    manager = Manager()
+    assert manager.asset_uri_handlers["nyne"] is assets.sanitize_uri
+    assert manager.asset_factories["nyne"] is assets.create_asset
+    assert manager.asset_to_openlineage_converters["nyne"] is assets.convert_asset_to_openlineage
