@@ -506,13 +506,21 @@ def test_openlineage_reports_the_lookup_and_the_landed_file(tmp_path: Path) -> N
     ("path", "namespace", "name"),
     [
         pytest.param("s3://aws_conn@bucket/nyne/x.jsonl", "s3://bucket", "nyne/x.jsonl", id="s3"),
-        pytest.param("memory://scratch/x.jsonl", "memory://scratch", "x.jsonl", id="no-converter"),
+        pytest.param("file:///data/nyne/x.jsonl", "file", "/data/nyne/x.jsonl", id="file"),
     ],
 )
 def test_openlineage_output_names_the_store_as_openlineage_does(path: str, namespace: str, name: str) -> None:
     op = NyneInteractionsToObjectStorageOperator(task_id="t", request_id="r", path=path)
     dataset = op._storage_dataset(ObjectStoragePath(path))
     assert (dataset.namespace, dataset.name) == (namespace, name)
+
+
+def test_openlineage_output_of_a_store_without_converter_is_named_by_the_path() -> None:
+    path = ObjectStoragePath("memory://scratch/x.jsonl")
+    op = NyneInteractionsToObjectStorageOperator(task_id="t", request_id="r", path=str(path))
+    dataset = op._storage_dataset(path)
+    assert (dataset.namespace, dataset.name) == (path.namespace, path.key)
+    assert dataset.namespace.startswith("memory")
 
 
 @pytest.mark.parametrize(
