@@ -83,6 +83,8 @@ def deployment(sim: NyneSimulator, tmp_path_factory: pytest.TempPathFactory) -> 
             **sim.airflow_env(),
             "NYNE_EXAMPLE_POLL_INTERVAL": "1",
             "NYNE_EXAMPLE_OUTPUT_BASE": f"file://{home / 'output'}",
+            # Airflow 3.1 puts its issuer, unset by default, in REST tokens: recent PyJWT refuses a None issuer.
+            "AIRFLOW__API_AUTH__JWT_ISSUER": "nyne-e2e",
         },
     )
     shutil.copy(EXAMPLE, dags / EXAMPLE.name)
