@@ -224,8 +224,9 @@ def interactions_asset_uri_of_result(result: InteractionsResult) -> str | None:
     """
     The ``nyne://`` URI of the lookup a completed result answers, when the result says enough.
 
-    A replies result names the tweet only when its target's ``profile_url`` is the status
-    URL (or it carries a ``tweet_id``); otherwise ``None``.
+    ``None`` when it does not: a replies result names its tweet only when its target's
+    ``profile_url`` is the status URL (or it carries a ``tweet_id``), and a result without
+    ``platform`` names it through the target's ``profile_url``.
 
     :param result: the parsed ``data.result``
     """
@@ -244,12 +245,16 @@ def interactions_asset_uri_of_result(result: InteractionsResult) -> str | None:
                 tweet_id=tweet_id,
                 username=result.target_username,
             )
-        else:
+        elif result.platform or result.target_profile_url:
+            # Without a platform, the target's profile URL says which it is.
             request = InteractionRequest.create(
+                social_media_url=None if result.platform else result.target_profile_url,
                 type=result.interaction_type,
-                platform=result.platform or "twitter",
+                platform=result.platform,
                 username=result.target_username,
             )
+        else:
+            return None
     except NyneValidationError:
         return None
     return interactions_asset_uri(request)
@@ -318,9 +323,13 @@ def landed_event_extra(
     :param records: how many records it holds
     :param format: its format
     """
+    file = urlsplit(str(destination))
+    if file.password is not None:
+        # Only a connection id belongs before the host; a password pasted into a path is dropped.
+        file = file._replace(netloc=f"{file.username or ''}@{file.netloc.rpartition('@')[2]}")
     return {
         "source": LANDED_EVENT_SOURCE,
-        "file": str(destination),
+        "file": file.geturl(),
         "request_id": request_id,
         "records": records,
         "format": format,

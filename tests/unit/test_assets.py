@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
@@ -278,3 +279,27 @@ def test_landed_file_path_opens_through_its_connection(tmp_path: Any) -> None:
     assert isinstance(path, ObjectStoragePath)
     assert path.read_text() == '{"a": 1}\n'
     assert object_storage_conn_id(landed.path(conn_id="other")) == "other"
+
+
+@pytest.mark.parametrize(
+    ("destination", "file"),
+    [
+        pytest.param(
+            "s3://aws_default@bucket/a/b.jsonl", "s3://aws_default@bucket/a/b.jsonl", id="conn-id-kept"
+        ),
+        pytest.param(
+            "s3://key:hunter2@bucket:9000/a.jsonl", "s3://key@bucket:9000/a.jsonl", id="password-dropped"
+        ),
+        pytest.param(ObjectStoragePath("file:///data/x.jsonl"), "file:///data/x.jsonl", id="object-path"),
+    ],
+)
+def test_event_extra_names_the_file_without_a_password(destination: Any, file: str) -> None:
+    extra = landed_event_extra(destination, request_id="r1", records=2, format="csv")
+    assert extra == {
+        "source": "nyne_transfer",
+        "file": file,
+        "request_id": "r1",
+        "records": 2,
+        "format": "csv",
+    }
+    assert "hunter2" not in json.dumps(extra)

@@ -545,6 +545,17 @@ def test_openlineage_output_of_a_store_without_converter_is_named_by_the_path() 
             [],
             id="replies-tweet-unknown",
         ),
+        pytest.param(
+            {
+                "interaction_type": "followers",
+                "target": {"username": "natgeo", "profile_url": "https://www.instagram.com/natgeo/"},
+            },
+            [("nyne", "interactions/instagram/natgeo/followers")],
+            id="platform-from-profile-url",
+        ),
+        pytest.param(
+            {"interaction_type": "followers", "target": {"username": "natgeo"}}, [], id="platform-unknown"
+        ),
     ],
 )
 def test_openlineage_input_is_read_from_the_result(
