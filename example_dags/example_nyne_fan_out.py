@@ -105,6 +105,7 @@ trigger the DAG), lands each result in its own file and reports the counts:
 
     targets = plan_targets()
 
+    # [START nyne_fan_out_lookups]
     lookup = NyneSubmitInteractionsOperator.partial(
         task_id="lookup",
         interaction_type="followers",
@@ -116,6 +117,7 @@ trigger the DAG), lands each result in its own file and reports the counts:
     land = NyneInteractionsToObjectStorageOperator.partial(task_id="land", format="jsonl").expand_kwargs(
         lookup.output.zip(targets).map(_land_kwargs)
     )
+    # [END nyne_fan_out_lookups]
 
     @task
     def report(landed: list[dict[str, Any]]) -> dict[str, Any]:
