@@ -17,6 +17,18 @@ HOOK_CLASS = "airflow_provider_nyne.hooks.nyne.NyneHook"
 #: Creates, upgrades and drops the callback receiver's table with ``airflow db migrate``/``reset``.
 DB_MANAGER_CLASS = "airflow_provider_nyne.callbacks.db_manager.NyneCallbackDBManager"
 
+#: The ``nyne://`` Asset scheme: Airflow normalises its URIs with the handler (and rejects a
+#: malformed one), builds Assets with the factory, and the OpenLineage provider turns them into
+#: datasets with the converter (see :mod:`airflow_provider_nyne.assets`).
+ASSET_URIS: list[dict[str, Any]] = [
+    {
+        "schemes": ["nyne"],
+        "handler": "airflow_provider_nyne.assets.sanitize_uri",
+        "factory": "airflow_provider_nyne.assets.create_asset",
+        "to_openlineage_converter": "airflow_provider_nyne.assets.convert_asset_to_openlineage",
+    }
+]
+
 # What the hook uses when the connection does not say: the timeout and retries are its own
 # defaults (tests/unit/test_provider_info.py holds them equal), the rate limits the client's.
 DEFAULT_TIMEOUT = 30.0
@@ -185,6 +197,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": "airflow_provider_nyne.transfers.callback_to_storage",
             },
         ],
+        "asset-uris": ASSET_URIS,
         # Discovered by Airflow 3.2+; 3.1 needs [database] external_db_managers (docs/callbacks.md, Set-up).
         "db-managers": [DB_MANAGER_CLASS],
         "config": {

@@ -2,9 +2,10 @@
 
 Knobs (read when the file is parsed; environment only, so parsing does no I/O):
 
-* ``NYNE_EXAMPLE_OUTPUT_BASE``: default output base (``file:///tmp/nyne-examples``). The
-  Airflow Variable ``nyne_example_output_base`` wins over it at run time (``s3://aws_default@bucket/nyne``
-  works too, with the ``s3`` extra).
+* ``NYNE_EXAMPLE_OUTPUT_BASE``: output base (default ``file:///tmp/nyne-examples``;
+  ``s3://aws_default@bucket/nyne`` works too, with the ``s3`` extra). Unlike the other
+  examples it is not overridden by a Variable at run time: the base is part of the DAG's
+  output Asset, ``<base>/followers``, which must be known when the file is parsed.
 * ``NYNE_EXAMPLE_POLL_INTERVAL``: seconds before the first status poll (default 10; the
   wait backs off from there). Small values suit the local simulator.
 """
@@ -39,9 +40,10 @@ def path_safe(value: str) -> str:
 
 # [START nyne_followers_destination]
 # One file per run, partitioned by target and date: re-running a day never clobbers another run.
+# The fixed folder before the first template, <base>/followers, is the task's output Asset: one
+# Asset for every run, each run's file named in its event.
 DESTINATION = (
-    "{{ var.value.get('nyne_example_output_base', '" + OUTPUT_BASE + "') }}"
-    "/followers/{{ params.profile_url | handle }}"
+    OUTPUT_BASE + "/followers/{{ params.profile_url | handle }}"
     "/dt={{ (dag_run.logical_date or dag_run.run_after) | ds }}"
     "/{{ run_id | path_safe }}.jsonl"
 )
@@ -77,12 +79,15 @@ once a day and lands them as JSON Lines, one file per run:
 1. **submit_followers** validates the input (a bad URL fails here, before any credit is spent)
    and submits the lookup; the request id goes to XCom (`request_id`).
 2. **wait_for_followers** defers to the triggerer: no worker slot is held while Nyne works.
-3. **land_followers** writes the result whole (never a half-written file) and records the file
-   as an Asset, so downstream DAGs can be scheduled on it.
+3. **land_followers** writes the result whole (never a half-written file) and records an
+   event on the Asset `<base>/followers`: one Asset for the whole dataset, each run's event
+   naming its file (`extra`: `file`, `request_id`, `records`). A DAG scheduled on that Asset
+   finds the files with `landed_files_from_asset_events(context)`
+   (`airflow_provider_nyne.assets`).
 
 Connection `nyne_default` (type `nyne`): API key as login, API secret as password.
-`<base>` is the Variable `nyne_example_output_base`, else the environment variable
-`NYNE_EXAMPLE_OUTPUT_BASE`, else `file:///tmp/nyne-examples`.
+`<base>` is the environment variable `NYNE_EXAMPLE_OUTPUT_BASE` of the DAG processor and
+workers, else `file:///tmp/nyne-examples`.
 """,
 ) as dag:
     # [START nyne_submit_followers]

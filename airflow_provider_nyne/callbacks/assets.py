@@ -2,8 +2,10 @@
 
 Asset mode: a submit task that does not wait sends a callback URL naming an Asset; when
 the callback arrives, the receiver records an event on that Asset, and DAGs scheduled on it
-start. By default the Asset is :func:`interactions_asset_uri` of the request, e.g.
-``nyne://interactions/twitter/nasa/followers``. A downstream DAG declares it the same way::
+start. By default the Asset is :func:`~airflow_provider_nyne.assets.interactions_asset_uri` of
+the request, e.g. ``nyne://interactions/twitter/nasa/followers`` (the scheme's rules live in
+:mod:`airflow_provider_nyne.assets`; its names are re-exported here). A downstream DAG declares
+it the same way::
 
     from airflow.sdk import DAG, Asset
     from airflow_provider_nyne.callbacks.assets import interactions_asset, request_id_from_asset_events
@@ -21,16 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from airflow_provider_nyne._compat import AirflowFailException
+from airflow_provider_nyne.assets import (
+    ASSET_SCHEME,
+    interactions_asset,
+    interactions_asset_uri,
+    triggering_event_extras,
+)
 from airflow_provider_nyne.callbacks import config
-from airflow_provider_nyne.callbacks.tokens import ASSET_SCHEME, TOKEN_HEADER, mailbox_path, make_token
+from airflow_provider_nyne.callbacks.tokens import TOKEN_HEADER, mailbox_path, make_token
 from airflow_provider_nyne.client.errors import NyneResponseError
 from airflow_provider_nyne.client.models import JobStatus
-from airflow_provider_nyne.client.request import InteractionRequest
 
 __all__ = [
     "ASSET_SCHEME",
@@ -45,38 +51,6 @@ __all__ = [
 
 #: ``extra["source"]`` of the Asset events the receiver records.
 EVENT_SOURCE = "nyne_callback"
-
-
-def interactions_asset_uri(request: InteractionRequest) -> str:
-    """
-    The default Asset URI of a lookup: ``nyne://interactions/<platform>/<username>/<type>``,
-    or ``nyne://interactions/twitter/tweet/<tweet_id>/replies`` for replies.
-
-    :param request: a validated request
-    """
-    if request.interaction_type == "replies":
-        subject = f"tweet/{request.tweet_id}"
-    else:
-        subject = quote(str(request.username or "").lower(), safe="")
-    kind = quote(request.interaction_type, safe=",")
-    return f"{ASSET_SCHEME}://interactions/{request.platform}/{subject}/{kind}"
-
-
-def interactions_asset(social_media_url: str | None = None, type: str | None = None, **fields: Any) -> Any:
-    """
-    The default ``Asset`` of a lookup, for ``schedule=[...]`` of a downstream DAG.
-
-    Takes the submit operator's request fields (aliases accepted); pure validation, no I/O,
-    so it is safe at DAG-parse time.
-
-    :param social_media_url: profile or status URL (or pass ``username``/``tweet_id``/``platform``)
-    :param type: ``followers``, ``following``, ``followers,following`` or ``replies``
-    :param fields: other request fields (``username``, ``tweet_id``, ``platform``, ``interaction_type``, ...)
-    """
-    from airflow.sdk import Asset
-
-    request = InteractionRequest.create(social_media_url, type, **fields)
-    return Asset(uri=interactions_asset_uri(request))
 
 
 class CallbackRef:
@@ -97,20 +71,6 @@ class CallbackRef:
         return f"CallbackRef(request_id={self.request_id!r})"
 
 
-def _matches(asset_key: Any, asset: Any) -> bool:
-    if asset is None:
-        return True
-    if isinstance(asset, str):
-        from airflow.sdk import Asset
-
-        wanted: set[str] = {asset}
-        if "://" in asset:
-            wanted.add(Asset(uri=asset).uri)  # as Airflow normalises it
-    else:
-        wanted = {str(v) for v in (getattr(asset, "uri", None), getattr(asset, "name", None)) if v}
-    return bool(wanted & {getattr(asset_key, "uri", None), getattr(asset_key, "name", None)})
-
-
 def callback_refs_from_asset_events(context: Mapping[str, Any], asset: Any = None) -> list[CallbackRef]:
     """
     The callbacks behind the Asset events that triggered this DAG run, oldest first.
@@ -118,22 +78,17 @@ def callback_refs_from_asset_events(context: Mapping[str, Any], asset: Any = Non
     :param context: the task's Airflow context
     :param asset: only events of this Asset (an ``Asset`` or its URI/name); default: all
     """
-    events = context.get("triggering_asset_events") or {}
-    found: dict[str, tuple[Any, CallbackRef]] = {}
-    for key, asset_events in events.items():
-        if not _matches(key, asset):
+    found: dict[str, CallbackRef] = {}
+    for _, _, extra in triggering_event_extras(context, source=EVENT_SOURCE, asset=asset):
+        rid = extra.get("request_id")
+        if not rid:
             continue
-        for event in asset_events:
-            extra = dict(getattr(event, "extra", None) or {})
-            rid = extra.get("request_id")
-            if extra.get("source") != EVENT_SOURCE or not rid:
-                continue
-            payload_ref = extra.get("payload_ref")
-            ref: Mapping[str, Any] = payload_ref if isinstance(payload_ref, Mapping) else {}
-            when = getattr(event, "timestamp", None)
-            found[str(rid)] = (when, CallbackRef(str(rid), ref.get("correlation_id"), extra))
-    ordered = sorted(found.values(), key=lambda item: (item[0] is None, item[0]))
-    return [ref for _, ref in ordered]
+        payload_ref = extra.get("payload_ref")
+        ref: Mapping[str, Any] = payload_ref if isinstance(payload_ref, Mapping) else {}
+        # Events come oldest first: a request seen again moves to its latest event's place.
+        found.pop(str(rid), None)
+        found[str(rid)] = CallbackRef(str(rid), ref.get("correlation_id"), extra)
+    return list(found.values())
 
 
 def request_ids_from_asset_events(context: Mapping[str, Any], asset: Any = None) -> list[str]:

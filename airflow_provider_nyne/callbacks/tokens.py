@@ -18,7 +18,8 @@ What a secret may sign is narrower than what it can compute: a connection's own
 the receiver enforces both, and the submitting task checks the Asset before it spends.
 
 This module is pure Python (no Airflow import): the receiver, the trigger and the
-submitting task all use it.
+submitting task all use it. The ``nyne://`` scheme's rules are :mod:`airflow_provider_nyne.assets`'s
+(``ASSET_SCHEME`` is re-exported here).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from airflow_provider_nyne.assets import ASSET_SCHEME, is_nyne_uri
 
 __all__ = [
     "ASSET_SCHEME",
@@ -61,8 +64,6 @@ TOKEN_HEADER = "X-Nyne-Callback-Token"
 #: XCom key under which the submitting task records the correlation id of the URL it sent:
 #: the receiver accepts a callback only on the URL the task instance itself issued.
 CORRELATION_XCOM_KEY = "callback_correlation_id"
-#: Scheme of the provider's own Assets (``nyne://interactions/...``).
-ASSET_SCHEME = "nyne"
 _TOKEN_CONTEXT = b"nyne-callback/v1:"
 #: Correlation ids longer than this are refused before any decoding (a URL stays well under 4 KiB).
 MAX_CORRELATION_ID_LENGTH = 3000
@@ -248,6 +249,6 @@ def connection_secret_may_sign(target: CallbackTarget, declared_assets: Iterable
         return True
     name = target.asset_name or target.asset_uri
     uri = target.asset_uri or target.asset_name
-    if str(uri).startswith(f"{ASSET_SCHEME}://"):
+    if is_nyne_uri(uri):
         return True
     return any(name == d_name and uri == d_uri for d_name, d_uri in declared_assets)

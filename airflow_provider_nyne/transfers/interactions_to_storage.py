@@ -3,7 +3,10 @@
 The destination is any Airflow object storage path (``ObjectStoragePath``: ``file://``,
 ``s3://conn_id@bucket/key``, ``gs://``, ...). The file appears complete or not at all, an
 existing object is never overwritten unless asked, a retry that finds its own output
-succeeds without rewriting it, and the destination is reported as an Airflow ``Asset``.
+succeeds without rewriting it, and each landing is an event on one stable Airflow ``Asset``
+(see :func:`output_asset`) whose ``extra`` names the file. With the OpenLineage provider
+installed, the task reports the lookup (``nyne`` namespace) as its input and the object as
+its output.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
+from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_nyne._compat import (
     AirflowException,
@@ -38,9 +41,13 @@ if TYPE_CHECKING:
 _LOCAL_SCHEMES = ("", "file", "local")
 
 
-def _is_templated(value: object) -> bool:
-    text = str(value)
-    return "{{" in text or "{%" in text
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+def _template_start(text: str) -> int:
+    """Where the first Jinja expression, statement or comment starts in ``text`` (-1: none)."""
+    found = [i for i in (text.find(m) for m in _TEMPLATE_MARKERS) if i >= 0]
+    return min(found) if found else -1
 
 
 def asset_uri(path: str | ObjectStoragePath) -> str:
@@ -68,6 +75,59 @@ def asset_uri(path: str | ObjectStoragePath) -> str:
     return urlunsplit((scheme, host, parts.path, "", ""))
 
 
+def output_folder(path: str | ObjectStoragePath) -> str | None:
+    """
+    The fixed folder of a templated destination, as an Asset URI: the text before its first
+    template, up to the last ``/``, when that names a place (a bucket, or an absolute local
+    folder); otherwise ``None``.
+
+    ``s3://aws_default@bucket/nyne/{{ ds }}/nasa.jsonl`` gives ``s3://bucket/nyne``;
+    ``{{ var.value.base }}/x.jsonl`` gives ``None``. Pure string work (DAG-parse time).
+
+    :param path: the destination as the DAG declares it
+    """
+    text = str(path).strip()
+    start = _template_start(text)
+    prefix = text if start < 0 else text[:start]
+    folder = prefix[: prefix.rfind("/")] if "/" in prefix else ""
+    parts = urlsplit(folder)
+    scheme = parts.scheme.lower()
+    if scheme in _LOCAL_SCHEMES:
+        local = parts.path if scheme else folder
+        # A relative folder would be resolved against wherever the DAG happens to be parsed.
+        if not local.startswith("/") or not local.strip("/"):
+            return None
+        return asset_uri(local)
+    if not parts.netloc.rpartition("@")[2]:
+        return None
+    return asset_uri(folder)
+
+
+def output_asset(path: str | ObjectStoragePath, *, dag_id: str | None, task_id: str) -> Asset:
+    """
+    The Asset a transfer lands ``path`` in: one per logical dataset, known when the DAG is parsed.
+
+    * a fixed path: that object (each run replaces it, ``overwrite=True``);
+    * a templated path: its fixed folder (:func:`output_folder`), e.g. ``s3://bucket/nyne``
+      for ``s3://aws_default@bucket/nyne/{{ ds }}/nasa.jsonl``: every run's file is an event
+      on it, the file named in the event's ``extra``;
+    * a path whose folder is itself templated: an Asset named after the task,
+      ``nyne_interactions__<dag_id>__<task_id>``.
+
+    :param path: the destination as the DAG declares it
+    :param dag_id: the transfer's DAG, if known
+    :param task_id: the transfer's task id
+    """
+    if _template_start(str(path)) < 0:
+        return Asset(uri=asset_uri(path))
+    folder = output_folder(path)
+    if folder is not None:
+        return Asset(uri=folder)
+    return Asset(
+        name=f"nyne_interactions__{dag_id}__{task_id}" if dag_id else f"nyne_interactions__{task_id}"
+    )
+
+
 class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
     """
     Write the result of a completed Nyne interactions request to object storage.
@@ -91,9 +151,21 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
 
     Returns (XCom) ``{"uri": ..., "records": N, "format": ..., "request_id": ...}``; ``uri``
     is the destination as ``ObjectStoragePath`` spells it (connection id included), so a
-    downstream task can open it. The destination is an outlet ``Asset`` (static paths) or
-    is added to the ``AssetAlias`` ``nyne_interactions__<dag_id>__<task_id>`` at run time
-    (templated paths).
+    downstream task can open it.
+
+    Assets: the task's outlet is one stable Asset, declared when the DAG is parsed (see
+    :func:`output_asset`): the object for a fixed path, the fixed folder of a templated one
+    (``s3://bucket/nyne`` for ``s3://aws_default@bucket/nyne/{{ ds }}/x.jsonl``), else an
+    Asset named ``nyne_interactions__<dag_id>__<task_id>``. Pass ``outlets=[Asset(...)]`` to
+    choose it yourself. Each landing records an event on it whose ``extra`` holds ``file``
+    (the object written), ``request_id``, ``records``, ``format`` and ``source``
+    (``"nyne_transfer"``); a DAG scheduled on the Asset reads them with
+    :func:`~airflow_provider_nyne.assets.landed_files_from_asset_events`.
+
+    OpenLineage (with ``apache-airflow-providers-openlineage``): input the lookup (namespace
+    ``nyne``, name ``interactions/<platform>/<username>/<type>``), output the object (the
+    namespace OpenLineage uses for its store: ``file``, ``s3://<bucket>``, ...) with its
+    record count.
 
     :param request_id: the request whose result to write (templated), e.g.
         ``"{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"``
@@ -111,6 +183,8 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
     :param timeout: how long to wait for completion before failing, seconds or a timedelta (default 24 h)
     :param poll_interval: seconds before the first status poll while waiting (default 2;
         the wait backs off from there, up to a minute between polls)
+    :param outlets: the Assets the landed file belongs to; each landing records an event on
+        every ``Asset`` listed (default: :func:`output_asset` of ``path``)
     """
 
     template_fields: Sequence[str] = ("request_id", "path", "conn_id")
@@ -148,25 +222,16 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
             poll_interval=poll_interval,
             max_poll_interval=max(DEFAULT_MAX_POLL_INTERVAL, poll_interval),
         )
-        # A static destination is known at parse time, so downstream DAGs can be scheduled on
-        # it directly; a templated one is only known at run time and goes through an alias.
-        self.static_asset: Asset | None = None
-        self.asset_alias: AssetAlias | None = None
-        if _is_templated(path) or _is_templated(conn_id or ""):
-            self.asset_alias = AssetAlias(name=self.alias_name)
-            outlets.append(self.asset_alias)
-        else:
-            self.static_asset = Asset(uri=asset_uri(path))
-            outlets.append(self.static_asset)
+        # One Asset per dataset, declared now so that the UI links it to this task and to the
+        # DAGs scheduled on it; the file each run wrote goes in that run's event.
+        self.landed_asset: Asset | None = None
+        if not any(isinstance(o, Asset) for o in outlets):
+            self.landed_asset = output_asset(
+                path, dag_id=self.dag_id if self.has_dag() else None, task_id=self.task_id
+            )
+            outlets.append(self.landed_asset)
         self.outlets = outlets
-
-    @property
-    def alias_name(self) -> str:
-        """The ``AssetAlias`` name used for a templated destination."""
-        dag_id = self.dag_id if self.has_dag() else None
-        return (
-            f"nyne_interactions__{dag_id}__{self.task_id}" if dag_id else f"nyne_interactions__{self.task_id}"
-        )
+        self._lineage: tuple[ObjectStoragePath, int, str | None] | None = None
 
     # Run --------------------------------------------------------------------------------
 
@@ -319,12 +384,14 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
         )
 
     def _land(self, context: Context, destination: ObjectStoragePath, status: JobStatus) -> dict[str, Any]:
+        from airflow_provider_nyne.assets import interactions_asset_uri_of_result
         from airflow_provider_nyne.transfers import _writers
 
         result = status.result
         request_id = status.request_id or self._request_id()
         if result is None:
             raise AirflowFailException(f"Nyne request {request_id} completed without a result object")
+        lookup = interactions_asset_uri_of_result(result)
         if len(result) == 0 and self.skip_if_empty:
             raise AirflowSkipException(f"Nyne request {request_id} has no interactions: nothing to write")
         if not self.overwrite:
@@ -333,7 +400,7 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
             # an existing empty output has exactly the bytes this run would write.
             if marker is not None and (state == "ours" or (state == "empty" and len(result) == 0)):
                 self._already_written(destination, marker, request_id)
-                return self._finish(context, destination, request_id, marker.records)
+                return self._finish(context, destination, request_id, marker.records, lookup)
             if state != "absent":
                 raise self._exists_error(destination, marker)
         meta = _writers.OutputMeta.from_result(request_id, result, fetched_at=datetime.now(timezone.utc))
@@ -346,7 +413,7 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
         self.log.info(
             "Wrote %d %s records of Nyne request %s to %s", written, self.format, request_id, destination
         )
-        return self._finish(context, destination, request_id, written)
+        return self._finish(context, destination, request_id, written, lookup)
 
     def _read_marker(self, destination: ObjectStoragePath) -> OutputMarker | None:
         from airflow_provider_nyne.transfers import _writers
@@ -363,18 +430,60 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
         destination: ObjectStoragePath,
         request_id: str,
         records: int,
+        lookup_uri: str | None = None,
     ) -> dict[str, Any]:
-        extra: dict[str, Any] = {"request_id": request_id, "records": records, "format": self.format}
-        self._record_asset_event(context, destination, extra)
+        from airflow_provider_nyne.assets import landed_event_extra
+
+        extra = landed_event_extra(destination, request_id=request_id, records=records, format=self.format)
+        events = context.get("outlet_events") if hasattr(context, "get") else None
+        if events is not None:
+            for outlet in self.outlets:
+                if isinstance(outlet, Asset):
+                    events[outlet].extra.update(extra)
+        self._lineage = (destination, records, lookup_uri)
         return {"uri": str(destination), "records": records, "format": self.format, "request_id": request_id}
 
-    def _record_asset_event(
-        self, context: Context, destination: ObjectStoragePath, extra: dict[str, Any]
-    ) -> None:
-        events = context.get("outlet_events") if hasattr(context, "get") else None
-        if events is None:
-            return
-        if self.static_asset is not None:
-            events[self.static_asset].extra.update(extra)
-        elif self.asset_alias is not None:
-            events[self.asset_alias].add(Asset(uri=asset_uri(destination)), extra=extra)
+    # OpenLineage ------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """
+        What this run read and wrote, for the OpenLineage provider (called by it after success).
+
+        Input: the lookup (namespace ``nyne``, name ``interactions/<platform>/...``), when the
+        result says which it is (a retry that found its output already written has no result
+        to read it from). Output: the object, named as the OpenLineage provider names the
+        store's datasets (the converters registered for Asset URIs: ``file``,
+        ``s3://<bucket>``, ...), with its record count.
+
+        :param task_instance: the finished task instance (unused)
+        """
+        from airflow.providers.common.compat.openlineage.facet import (
+            OutputDataset,
+            OutputStatisticsOutputDatasetFacet,
+        )
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from airflow_provider_nyne.assets import openlineage_dataset
+
+        if self._lineage is None:
+            return OperatorLineage()
+        destination, records, lookup_uri = self._lineage
+        stored = self._storage_dataset(destination)
+        output = OutputDataset(
+            namespace=stored.namespace,
+            name=stored.name,
+            outputFacets={"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=records)},
+        )
+        inputs = [openlineage_dataset(lookup_uri)] if lookup_uri else []
+        return OperatorLineage(inputs=inputs, outputs=[output])
+
+    def _storage_dataset(self, destination: ObjectStoragePath) -> Any:
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.utils.utils import translate_airflow_asset
+
+        dataset = translate_airflow_asset(Asset(uri=asset_uri(destination)), lineage_context=self)
+        if dataset is None:
+            # No converter registered for this store: the path's own namespace, as common-io's
+            # file transfer reports it.
+            dataset = Dataset(namespace=destination.namespace, name=destination.key)
+        return dataset

@@ -15,6 +15,7 @@ import json
 import runpy
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -108,7 +109,8 @@ def test_followers_to_s3_dag_lands_parquet_in_s3(
 
     source = _source("followers_to_s3.py", **{"s3://aws_default@my-lake": f"s3://{s3.conn_id}@{s3.bucket}"})
     dag = load_dag(source, "nyne_followers_to_s3")
-    assert [type(o).__name__ for o in dag.get_task("land").outlets] == ["AssetAlias"]
+    # One Asset for every run: the fixed folder before the path's first template.
+    assert [o.uri for o in dag.get_task("land").outlets] == [f"s3://{s3.bucket}/nyne/followers"]
 
     run = dag.test(logical_date=pendulum.datetime(2025, 1, 2, tz="UTC"))
 
@@ -121,18 +123,32 @@ def test_followers_to_s3_dag_lands_parquet_in_s3(
     assert table.num_rows > 0
     assert set(table.column("request_id").to_pylist()) == {request_id}
     assert set(table.column("target_username").to_pylist()) == {"ApacheAirflow"}
-    events = _asset_events(f"s3://{s3.bucket}/{keys[0]}")
+    events = _asset_events(f"s3://{s3.bucket}/nyne/followers")
     assert [(e["task_id"], e["extra"]["records"]) for e in events] == [("land", table.num_rows)]
+    assert events[0]["extra"]["file"] == s3.url(keys[0])
+
+    # The documented consumer, given this event as the one that triggered its run, reads the file.
+    consumer = load_dag(_source("use_followers.py", **{"s3://my-lake": f"s3://{s3.bucket}"}), "use_followers")
+    [followers] = consumer.timetable.asset_condition.objects
+    event = SimpleNamespace(extra=events[0]["extra"], timestamp=pendulum.now("UTC"))
+    count = consumer.get_task("count_followers").python_callable
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        # Like the context's mapping: Airflow 3.1's Asset is not hashable, so no dict.
+        triggering = SimpleNamespace(items=lambda: [(followers, [event])])
+        assert count(triggering_asset_events=triggering) == table.num_rows
+    assert f"{s3.url(keys[0])}: {table.num_rows} followers of request {request_id}, " in out.getvalue()
+    assert f", {len(s3.get(keys[0]))} bytes" in out.getvalue()
 
 
-def test_use_followers_is_scheduled_on_the_alias_the_transfer_records_under(load_dag: Any) -> None:
+def test_use_followers_is_scheduled_on_the_asset_the_transfer_records_on(load_dag: Any) -> None:
     producer = load_dag(_source("followers_to_s3.py"), "nyne_followers_to_s3")
     consumer = load_dag(_source("use_followers.py"), "use_followers")
 
-    [alias] = producer.get_task("land").outlets
-    assert type(alias).__name__ == "AssetAlias"
-    scheduled_on = [(type(a).__name__, a.name) for a in consumer.timetable.asset_condition.objects]
-    assert scheduled_on == [("AssetAlias", alias.name)]
+    assert [a.uri for a in consumer.timetable.asset_condition.objects] == [
+        o.uri for o in producer.get_task("land").outlets
+    ]
+    assert [o.uri for o in producer.get_task("land").outlets] == ["s3://my-lake/nyne/followers"]
 
 
 def test_callback_deferred_dag_resumes_from_the_callback_without_polling(
@@ -257,7 +273,7 @@ def test_simulator_api_sample_runs_as_written() -> None:
 RUNS: dict[str, Callable[..., None]] = {
     "quickstart_dag.py": test_quickstart_dag_lands_the_followers,
     "followers_to_s3.py": test_followers_to_s3_dag_lands_parquet_in_s3,
-    "use_followers.py": test_use_followers_is_scheduled_on_the_alias_the_transfer_records_under,
+    "use_followers.py": test_use_followers_is_scheduled_on_the_asset_the_transfer_records_on,
     "callbacks_deferred.py": test_callback_deferred_dag_resumes_from_the_callback_without_polling,
     "callbacks_asset.py": test_callback_asset_dags_name_one_asset_and_the_callback_reaches_it,
     "hook_test_connection.py": test_hook_test_connection_reports_the_credits,

@@ -155,6 +155,21 @@ def test_followers_example_lands_the_followers(
     expected = _items(sim, submission.request_id)
     assert [r["username"] for r in records] == [item["username"] for item in expected]
     assert {r["request_id"] for r in records} == {submission.request_id}
+    # The run's event is on the one Asset of the dataset, <base>/followers, and names the file.
+    [event] = _asset_events(f"file://{out}/followers")
+    assert event["file"] == f"file://{written}"
+    assert (event["request_id"], event["records"]) == (submission.request_id, len(records))
+
+
+def _asset_events(uri: str) -> list[dict[str, Any]]:
+    """The ``extra`` of every Asset event recorded on ``uri`` (test-side check only)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(AssetEvent.extra).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+        return list(session.scalars(query.where(AssetModel.uri == uri)))
 
 
 def test_fan_out_example_lands_one_file_per_distinct_profile(

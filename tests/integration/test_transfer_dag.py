@@ -119,7 +119,8 @@ def test_templated_partition_deferred_wait_and_asset_event(
     template = f"file://{tmp_path}/nyne/ds={{{{ ds }}}}/{{{{ run_id }}}}/followers.jsonl"
     dag = load_dag(_source("nyne_transfer_templated", template), "nyne_transfer_templated")
     land = dag.get_task("land")
-    assert [type(o).__name__ for o in land.outlets] == ["AssetAlias"]
+    # One Asset for every run, known at parse time: the fixed folder before the first template.
+    assert [o.uri for o in land.outlets] == [f"file://{tmp_path}/nyne"]
 
     run = dag.test(logical_date=LOGICAL_DATE)
     release.join(timeout=5)
@@ -139,9 +140,10 @@ def test_templated_partition_deferred_wait_and_asset_event(
     events = [json.loads(line) for line in resumed.read_text().splitlines()]
     assert [(e["status"], e["request_id"]) for e in events] == [("success", request_id)]
     assert simulator_connection.ledger.poll_count(request_id) >= 2
-    # The rendered destination was recorded as an asset event through the alias.
-    events = _asset_events(f"file://{written[0]}")
+    # The run's event on the folder's Asset names the rendered file.
+    events = _asset_events(f"file://{tmp_path}/nyne")
     assert [e["task_id"] for e in events] == ["land"]
+    assert events[0]["extra"]["file"] == f"file://{written[0]}"
     assert events[0]["extra"]["request_id"] == request_id
     assert events[0]["extra"]["records"] == len(records)
 
@@ -161,6 +163,8 @@ def test_static_path_in_sync_mode_records_the_outlet_asset(
     events = _asset_events(f"file://{dest}")
     assert len(events) == 1
     assert events[0]["extra"] == {
+        "source": "nyne_transfer",
+        "file": f"file://{dest}",
         "request_id": simulator_connection.ledger.submissions()[0].request_id,
         "records": len(lines) - 1,
         "format": "csv",

@@ -140,3 +140,26 @@ def test_connection_form_starts_with_the_defaults_not_nulls() -> None:
     values = {name: field["value"] for name, field in fields.items()}
     assert values == {name: spec["schema"].get("default") for name, spec in CONN_FIELDS.items()}
     assert [name for name, value in values.items() if value is None] == ["callback_secret"]
+
+
+def test_nyne_asset_scheme_is_registered_with_airflow() -> None:
+    import airflow_provider_nyne.assets as assets
+
+    (entry,) = get_provider_info()["asset-uris"]
+    assert entry == {
+        "schemes": ["nyne"],
+        "handler": "airflow_provider_nyne.assets.sanitize_uri",
+        "factory": "airflow_provider_nyne.assets.create_asset",
+        "to_openlineage_converter": "airflow_provider_nyne.assets.convert_asset_to_openlineage",
+    }
+    # What the providers manager that Asset definitions ask resolved from it: the task
+    # runtime's from Airflow 3.2, core's before.
+    try:
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime as Manager
+    except ImportError:  # Airflow 3.1
+        from airflow.providers_manager import ProvidersManager as Manager  # type: ignore[assignment]
+
+    manager = Manager()
+    assert manager.asset_uri_handlers["nyne"] is assets.sanitize_uri
+    assert manager.asset_factories["nyne"] is assets.create_asset
+    assert manager.asset_to_openlineage_converters["nyne"] is assets.convert_asset_to_openlineage

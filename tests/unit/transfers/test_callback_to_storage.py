@@ -85,6 +85,24 @@ def test_lands_the_stored_callback_without_asking_the_api(tmp_path: Path) -> Non
 
 
 @respx.mock
+def test_lineage_and_asset_event_come_from_the_stored_callback(tmp_path: Path) -> None:
+    from airflow.sdk import Asset
+
+    _mailbox("cid-1", httpx.Response(200, json={"data": DATA}))
+    op = _op(tmp_path, NoApiHook(), request_id="req-1", correlation_id="cid-1")
+    ctx = {"outlet_events": OutletEventAccessors()}
+    op.execute(ctx)
+
+    dest = tmp_path / "out.jsonl"
+    assert ctx["outlet_events"][Asset(uri=f"file://{dest}")].extra["file"] == f"file://{dest}"
+    lineage = op.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [
+        ("nyne", "interactions/twitter/nasa/followers")
+    ]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("file", str(dest))]
+
+
+@respx.mock
 def test_takes_request_and_correlation_from_the_triggering_asset_event(tmp_path: Path) -> None:
     from airflow.sdk import Asset
 

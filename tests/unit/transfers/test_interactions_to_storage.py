@@ -364,7 +364,60 @@ def test_asset_uri(path: Any, uri: str) -> None:
     assert asset_uri(path) == uri
 
 
-def test_static_path_is_an_outlet_asset_with_event_extra(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param(
+            "s3://aws_conn@bucket/a/b.jsonl",
+            Asset(uri="s3://bucket/a/b.jsonl"),
+            id="fixed-path-is-the-object",
+        ),
+        pytest.param(
+            "s3://aws_conn@bucket/nyne/{{ ds }}/x.jsonl", Asset(uri="s3://bucket/nyne"), id="s3-fixed-folder"
+        ),
+        pytest.param(
+            "s3://bucket/nyne/followers_{{ ds }}.jsonl",
+            Asset(uri="s3://bucket/nyne"),
+            id="template-inside-a-name",
+        ),
+        pytest.param("s3://bucket/{{ ds }}.jsonl", Asset(uri="s3://bucket"), id="bucket-root"),
+        pytest.param("file:///data/out/{{ ds }}/x.csv", Asset(uri="file:///data/out"), id="file-folder"),
+        pytest.param(
+            "/data/out/{% if true %}a{% endif %}.csv", Asset(uri="file:///data/out"), id="bare-path-statement"
+        ),
+        pytest.param(
+            "{{ var.value.base }}/x.jsonl",
+            Asset(name="nyne_interactions__nyne_dag__land"),
+            id="base-templated",
+        ),
+        pytest.param(
+            "s3://{{ var.value.bucket }}/x.jsonl",
+            Asset(name="nyne_interactions__nyne_dag__land"),
+            id="bucket-templated",
+        ),
+        pytest.param(
+            "file:///{{ ds }}.jsonl", Asset(name="nyne_interactions__nyne_dag__land"), id="root-folder"
+        ),
+        pytest.param(
+            "out/{{ ds }}.jsonl", Asset(name="nyne_interactions__nyne_dag__land"), id="relative-folder"
+        ),
+    ],
+)
+def test_output_asset_is_one_per_dataset_and_known_at_parse_time(path: str, expected: Asset) -> None:
+    from airflow.sdk import DAG
+
+    with DAG("nyne_dag", schedule=None):
+        op = NyneInteractionsToObjectStorageOperator(task_id="land", request_id="r", path=path)
+    assert op.outlets == [expected]
+    assert op.landed_asset == expected
+
+
+def test_output_asset_without_a_dag_is_named_after_the_task() -> None:
+    op = NyneInteractionsToObjectStorageOperator(task_id="land", request_id="r", path="{{ var.value.b }}/x")
+    assert op.outlets == [Asset(name="nyne_interactions__land")]
+
+
+def test_fixed_path_event_names_the_file_request_and_records(tmp_path: Path) -> None:
     dest = tmp_path / "out.jsonl"
     op = make_op(f"file://{dest}", FakeHook(completed(flat_items())))
     asset = Asset(uri=f"file://{dest}")
@@ -372,39 +425,148 @@ def test_static_path_is_an_outlet_asset_with_event_extra(tmp_path: Path) -> None
 
     ctx = context()
     op.execute(ctx)
-    assert ctx["outlet_events"][asset].extra == {"request_id": "req-1", "records": 3, "format": "jsonl"}
+    assert ctx["outlet_events"][asset].extra == {
+        "source": "nyne_transfer",
+        "file": f"file://{dest}",
+        "request_id": "req-1",
+        "records": 3,
+        "format": "jsonl",
+    }
 
 
-def test_user_outlets_are_kept() -> None:
-    other = Asset(uri="s3://bucket/other")
-    op = NyneInteractionsToObjectStorageOperator(
-        task_id="t", request_id="r", path="s3://bucket/x.jsonl", outlets=[other]
-    )
-    assert op.outlets == [other, Asset(uri="s3://bucket/x.jsonl")]
-
-
-def test_templated_path_reports_rendered_asset_through_alias(tmp_path: Path) -> None:
+def test_templated_runs_record_their_files_on_one_folder_asset(tmp_path: Path) -> None:
     op = make_op(f"file://{tmp_path}/{{{{ ds }}}}/out.jsonl", FakeHook(completed(flat_items())))
-    alias = AssetAlias(name="nyne_interactions__land")
-    assert op.outlets == [alias]
+    folder = Asset(uri=f"file://{tmp_path}")
+    assert op.outlets == [folder]
 
-    op.path = f"file://{tmp_path}/2025-01-02/out.jsonl"  # as rendering leaves it
+    files = []
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
+        op.path = f"file://{tmp_path}/{day}/out.jsonl"  # as rendering leaves it
+        ctx = context()
+        op.execute(ctx)
+        files.append(ctx["outlet_events"][folder].extra["file"])
+        assert op.outlets == [folder], "rendering the path does not change the Asset"
+    assert files == [
+        f"file://{tmp_path}/{day}/out.jsonl" for day in ("2025-01-01", "2025-01-02", "2025-01-03")
+    ]
+
+
+def test_declared_assets_replace_the_default_and_each_gets_the_event(tmp_path: Path) -> None:
+    mine, also = Asset(name="followers", uri="s3://bucket/followers"), Asset(name="audit")
+    alias = AssetAlias(name="side")
+    op = make_op(
+        f"file://{tmp_path}/out.jsonl", FakeHook(completed(flat_items())), outlets=[mine, alias, also]
+    )
+    assert op.outlets == [mine, alias, also]
+    assert op.landed_asset is None
+
     ctx = context()
     op.execute(ctx)
-    events = ctx["outlet_events"][alias].asset_alias_events
-    assert len(events) == 1
-    assert events[0].dest_asset_key.uri == f"file://{tmp_path}/2025-01-02/out.jsonl"
-    assert events[0].extra == {"request_id": "req-1", "records": 3, "format": "jsonl"}
+    for asset in (mine, also):
+        assert ctx["outlet_events"][asset].extra["file"] == f"file://{tmp_path}/out.jsonl"
+    assert ctx["outlet_events"][alias].asset_alias_events == []
 
 
-def test_alias_is_named_after_dag_and_task() -> None:
-    from airflow.sdk import DAG
+def test_an_alias_alone_keeps_the_default_asset() -> None:
+    alias = AssetAlias(name="side")
+    op = NyneInteractionsToObjectStorageOperator(
+        task_id="t", request_id="r", path="s3://b/x.jsonl", outlets=[alias]
+    )
+    assert op.outlets == [alias, Asset(uri="s3://b/x.jsonl")]
 
-    with DAG("nyne_dag", schedule=None):
-        op = NyneInteractionsToObjectStorageOperator(
-            task_id="land", request_id="r", path="s3://bucket/{{ ds }}/x.jsonl"
-        )
-    assert op.outlets == [AssetAlias(name="nyne_interactions__nyne_dag__land")]
+
+def test_retry_finding_its_output_records_the_event_again(tmp_path: Path) -> None:
+    dest = tmp_path / "out.jsonl"
+    make_op(str(dest), FakeHook(completed(flat_items()))).execute(context())
+    retry = make_op(str(dest), FakeHook(NyneServerError("must not be asked", status_code=500)))
+    ctx = context()
+    retry.execute(ctx)
+    assert ctx["outlet_events"][Asset(uri=f"file://{dest}")].extra["records"] == 3
+
+
+# -- OpenLineage ------------------------------------------------------------------------------
+
+
+def test_openlineage_reports_the_lookup_and_the_landed_file(tmp_path: Path) -> None:
+    dest = tmp_path / "followers.jsonl"
+    op = make_op(f"file://{dest}", FakeHook(completed(flat_items())))
+    assert op.get_openlineage_facets_on_complete(None).inputs == []  # nothing landed yet
+
+    op.execute(context())
+    lineage = op.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [
+        ("nyne", "interactions/twitter/target_user/followers")
+    ]
+    [output] = lineage.outputs
+    assert (output.namespace, output.name) == ("file", str(dest))
+    assert output.outputFacets["outputStatistics"].rowCount == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "namespace", "name"),
+    [
+        pytest.param("s3://aws_conn@bucket/nyne/x.jsonl", "s3://bucket", "nyne/x.jsonl", id="s3"),
+        pytest.param("file:///data/nyne/x.jsonl", "file", "/data/nyne/x.jsonl", id="file"),
+    ],
+)
+def test_openlineage_output_names_the_store_as_openlineage_does(path: str, namespace: str, name: str) -> None:
+    op = NyneInteractionsToObjectStorageOperator(task_id="t", request_id="r", path=path)
+    dataset = op._storage_dataset(ObjectStoragePath(path))
+    assert (dataset.namespace, dataset.name) == (namespace, name)
+
+
+def test_openlineage_output_of_a_store_without_converter_is_named_by_the_path() -> None:
+    path = ObjectStoragePath("memory://scratch/x.jsonl")
+    op = NyneInteractionsToObjectStorageOperator(task_id="t", request_id="r", path=str(path))
+    dataset = op._storage_dataset(path)
+    assert (dataset.namespace, dataset.name) == (path.namespace, path.key)
+    assert dataset.namespace.startswith("memory")
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        pytest.param(
+            {"platform": "instagram", "interaction_type": "following", "target": {"username": "Nat.Geo"}},
+            [("nyne", "interactions/instagram/nat.geo/following")],
+            id="instagram",
+        ),
+        pytest.param(
+            {
+                "platform": "twitter",
+                "interaction_type": "replies",
+                "target": {"username": None, "profile_url": "https://x.com/i/status/1234567890123"},
+            },
+            [("nyne", "interactions/twitter/tweet/1234567890123/replies")],
+            id="replies-status-url",
+        ),
+        pytest.param(
+            {"platform": "twitter", "interaction_type": "replies", "target": {"username": "nasa"}},
+            [],
+            id="replies-tweet-unknown",
+        ),
+        pytest.param(
+            {
+                "interaction_type": "followers",
+                "target": {"username": "natgeo", "profile_url": "https://www.instagram.com/natgeo/"},
+            },
+            [("nyne", "interactions/instagram/natgeo/followers")],
+            id="platform-from-profile-url",
+        ),
+        pytest.param(
+            {"interaction_type": "followers", "target": {"username": "natgeo"}}, [], id="platform-unknown"
+        ),
+    ],
+)
+def test_openlineage_input_is_read_from_the_result(
+    tmp_path: Path, result: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    status = JobStatus.from_api(
+        {"request_id": "req-1", "status": "completed", "result": {**result, "interactions": flat_items()}}
+    )
+    op = make_op(str(tmp_path / "x.jsonl"), FakeHook(status))
+    op.execute(context())
+    assert [(d.namespace, d.name) for d in op.get_openlineage_facets_on_complete(None).inputs] == expected
 
 
 @pytest.fixture(autouse=True)
