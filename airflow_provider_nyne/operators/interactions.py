@@ -101,8 +101,12 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
     :param nyne_conn_id: the ``nyne`` connection (API key as login, secret as password)
     :param wait_for_completion: also wait until the lookup finishes (default ``False``: return
         as soon as it is submitted, and wait with :class:`NyneInteractionsSensor`)
-    :param deferrable: wait in the triggerer, freeing the worker (default ``True``); ``False``
-        polls in the worker, for deployments without a triggerer
+    :param deferrable: wait in the triggerer, freeing the worker; ``False`` polls in the
+        worker, for deployments without a triggerer. Default: the deployment's
+        ``[operators] default_deferrable`` when it sets one, else ``True``
+        (:func:`~airflow_provider_nyne.utils.arguments.default_deferrable`). With
+        ``wait_mode="callback"`` and ``wait_for_completion`` the task always waits in the
+        triggerer (the callback wakes it there), unless ``deferrable=False`` is passed, which fails
     :param timeout: longest wait, seconds or timedelta (default 24 h); one absolute deadline
         is computed when waiting starts and carried into the trigger
     :param poll_interval: delay before the first poll, seconds (default 2)
@@ -157,7 +161,7 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         platform: str | None = None,
         nyne_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = False,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
@@ -180,9 +184,14 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         self.callback_url = callback_url
         self.platform = platform
         self.wait_for_completion = wait_for_completion
+        self.wait_mode = check_wait_mode(wait_mode)
+        waits_for_callback = self.wait_mode == "callback" and wait_for_completion
+        if waits_for_callback and deferrable is False:
+            raise ValueError("wait_mode='callback' waits in the triggerer: it needs deferrable=True")
         self.init_waiting(
             nyne_conn_id=nyne_conn_id,
-            deferrable=deferrable,
+            # A callback wakes a deferred task: the deployment's default does not apply to it.
+            deferrable=True if waits_for_callback else deferrable,
             timeout=timeout,
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
@@ -191,9 +200,6 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         )
         self.reuse_request_id = reuse_request_id
         self.resubmit_if_interrupted = resubmit_if_interrupted
-        self.wait_mode = check_wait_mode(wait_mode)
-        if self.wait_mode == "callback" and wait_for_completion and not deferrable:
-            raise ValueError("wait_mode='callback' waits in the triggerer: it needs deferrable=True")
         self.callback_asset = callback_asset
         self.callback_mailbox_interval = callback_mailbox_interval
 

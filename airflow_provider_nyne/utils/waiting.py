@@ -14,6 +14,12 @@ operators inherit it. It owns their connection and hook, one absolute deadline, 
 * :meth:`NyneWaitMixin.finish` validates the event a wait ended with (a trigger's, or the
   worker's own) and returns the small result summary, or raises.
 
+Whether a task waits in the triggerer is decided here for every class built on it: a class
+whose ``__init__`` takes ``deferrable`` gets the deployment's ``[operators]
+default_deferrable`` when the DAG does not pass it (explicitly or through ``default_args``),
+whatever default its signature shows, and ``True`` when the deployment does not set it (see
+:func:`~airflow_provider_nyne.utils.arguments.default_deferrable`).
+
 A custom operator waiting for a Nyne request does the same::
 
     class MyOperator(NyneWaitMixin, BaseOperator):
@@ -34,8 +40,10 @@ loop are imported only when a task waits.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
@@ -59,7 +67,12 @@ from airflow_provider_nyne.client.schedule import (
     DEFAULT_POLL_INTERVAL,
     PollSchedule,
 )
-from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT, timeout_seconds
+from airflow_provider_nyne.utils.arguments import (
+    DEFAULT_CONN_ID,
+    DEFAULT_TIMEOUT,
+    resolve_deferrable,
+    timeout_seconds,
+)
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -125,6 +138,11 @@ class NyneWaitMixin:
       fails the try with Airflow's retries applying (a failed lookup costs nothing); otherwise
       a failed lookup fails for good;
     * :meth:`timeout_error`: the exception a wait that ran out of time raises.
+
+    A subclass whose ``__init__`` declares ``deferrable`` receives ``deferrable=None`` when
+    the DAG leaves it out, and :meth:`init_waiting` turns ``None`` into the deployment's
+    default: one rule for every waiting class, including the ones that declare
+    ``deferrable: bool = True``.
     """
 
     resubmits_on_retry: ClassVar[bool] = False
@@ -150,11 +168,20 @@ class NyneWaitMixin:
         ) -> NoReturn:
             """Provided by ``BaseOperator``."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_nyne_deferrable_default", False):
+            return
+        if "deferrable" not in inspect.signature(init).parameters:
+            return
+        cls.__init__ = _deployment_deferrable_default(init)  # type: ignore[method-assign]
+
     def init_waiting(
         self,
         *,
         nyne_conn_id: str = DEFAULT_CONN_ID,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
@@ -165,7 +192,8 @@ class NyneWaitMixin:
         Set the waiting arguments; nonsense fails when the DAG is parsed, not after paying for a lookup.
 
         :param nyne_conn_id: the ``nyne`` connection
-        :param deferrable: wait in the triggerer (``True``) or in the worker
+        :param deferrable: wait in the triggerer (``True``) or in the worker; ``None``: the
+            deployment's ``[operators] default_deferrable`` when set, else ``True``
         :param timeout: longest wait, seconds or a timedelta
         :param poll_interval: delay before the first poll, seconds
         :param max_poll_interval: cap of the delay between polls, seconds
@@ -173,7 +201,7 @@ class NyneWaitMixin:
         :param max_transient_errors: consecutive failed polls tolerated (rate limits never count)
         """
         self.nyne_conn_id = nyne_conn_id
-        self.deferrable = deferrable
+        self.deferrable = resolve_deferrable(deferrable)
         self.timeout = timeout_seconds(timeout)
         self.schedule = PollSchedule(
             poll_interval=poll_interval, max_poll_interval=max_poll_interval, backoff_factor=backoff_factor
@@ -387,6 +415,19 @@ class NyneWaitMixin:
             detail = event.get("message") or f"request {rid} still running"
             self._raise(self.timeout_error(f"Timed out waiting for Nyne: {detail}."))
         self.fail(error_from_event(event))
+
+
+def _deployment_deferrable_default(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` receiving ``deferrable=None`` ("not given") when its caller leaves it out."""
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        # Airflow's own wrapper has already filled it from default_args when they hold it.
+        kwargs.setdefault("deferrable", None)
+        init(self, *args, **kwargs)
+
+    __init__._nyne_deferrable_default = True  # type: ignore[attr-defined]
+    return __init__
 
 
 __all__ = [
