@@ -31,12 +31,10 @@ lookups are free). Nothing here imports Airflow; the receiver passes sessions in
 from __future__ import annotations
 
 import hashlib
-import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,20 +44,22 @@ from sqlalchemy.orm import Session
 
 from airflow_provider_nyne.callbacks.store import Bind, budgets_table, reservations_table, utcnow
 from airflow_provider_nyne.utils.arguments import CREDITS_PER_LOOKUP
+from airflow_provider_nyne.utils.credits import CreditRequestError, Reservation, ReservationKey
 
 __all__ = [
     "MAX_BUDGET",
     "CreditRequestError",
     "Reservation",
     "ReservationKey",
+    "budget_key",
+    "check_budget",
     "purge_older_than",
     "release",
     "release_with_retries",
+    "reservation_key",
     "reserve",
     "reserve_with_retries",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Largest budget accepted (the column is a 32-bit integer on every database).
 MAX_BUDGET = 2**31 - 1 - CREDITS_PER_LOOKUP
@@ -67,12 +67,6 @@ MAX_BUDGET = 2**31 - 1 - CREDITS_PER_LOOKUP
 ATTEMPTS = 8
 _RESERVED = "reserved"
 _RELEASED = "released"
-_ID_FIELDS = ("dag_id", "run_id", "task_id", "conn_id", "fingerprint")
-_MAX_FIELD = 250
-
-
-class CreditRequestError(ValueError):
-    """A reservation request that cannot be read (answered ``400``)."""
 
 
 class _Conflict(Exception):
@@ -83,99 +77,22 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True)
-class ReservationKey:
+def budget_key(key: ReservationKey) -> str:
     """
-    Whose credits: one lookup of one task instance, in the budget of its DAG run and connection.
+    Primary key of the budget row of ``key``'s DAG run and connection.
 
-    :param dag_id: the DAG
-    :param run_id: the DAG run
-    :param task_id: the submitting task
-    :param map_index: its map index (``-1`` when not mapped)
-    :param conn_id: the ``nyne`` connection (the account whose credits are spent)
-    :param fingerprint: the lookup's :meth:`~airflow_provider_nyne.client.request.InteractionRequest.fingerprint`
+    :param key: whose lookup
     """
-
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int
-    conn_id: str
-    fingerprint: str
-
-    @property
-    def budget_key(self) -> str:
-        """Primary key of the run's budget row."""
-        return _digest(self.dag_id, self.run_id, self.conn_id)
-
-    @property
-    def reservation_key(self) -> str:
-        """Primary key of this lookup's reservation row."""
-        return _digest(
-            self.dag_id, self.run_id, self.conn_id, self.task_id, str(self.map_index), self.fingerprint
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The fields as the endpoint receives them."""
-        return {
-            "dag_id": self.dag_id,
-            "run_id": self.run_id,
-            "task_id": self.task_id,
-            "map_index": self.map_index,
-            "conn_id": self.conn_id,
-            "fingerprint": self.fingerprint,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ReservationKey:
-        """
-        Read the fields of a request body.
-
-        :param data: the decoded body
-        :raises CreditRequestError: naming the field at fault
-        """
-        values: dict[str, Any] = {}
-        for name in _ID_FIELDS:
-            value = data.get(name)
-            if not isinstance(value, str) or not value or len(value) > _MAX_FIELD:
-                raise CreditRequestError(f"{name} must be a string of 1 to {_MAX_FIELD} characters")
-            values[name] = value
-        map_index = data.get("map_index")
-        if not isinstance(map_index, int) or isinstance(map_index, bool) or map_index < -1:
-            raise CreditRequestError("map_index must be an integer, -1 or more")
-        return cls(map_index=map_index, **values)
+    return _digest(key.dag_id, key.run_id, key.conn_id)
 
 
-@dataclass(frozen=True)
-class Reservation:
+def reservation_key(key: ReservationKey) -> str:
     """
-    The answer to a reservation request.
+    Primary key of the reservation row of ``key``'s task instance and lookup.
 
-    :param granted: whether the lookup's credits are reserved (now, or by an earlier try)
-    :param reservation_id: names the reservation (for a release); ``None`` when refused
-    :param reserved: credits reserved in the run's budget after this request
-    :param budget: the budget the request was checked against
-    :param credits: the credits of one lookup
-    :param repeated: the reservation existed already (a retry or reconnect of the same lookup)
+    :param key: whose lookup
     """
-
-    granted: bool
-    reservation_id: str | None
-    reserved: int
-    budget: int
-    credits: int = CREDITS_PER_LOOKUP
-    repeated: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """The endpoint's answer."""
-        return {
-            "granted": self.granted,
-            "reservation_id": self.reservation_id,
-            "reserved": self.reserved,
-            "budget": self.budget,
-            "credits": self.credits,
-            "repeated": self.repeated,
-        }
+    return _digest(key.dag_id, key.run_id, key.conn_id, key.task_id, str(key.map_index), key.fingerprint)
 
 
 def check_budget(value: Any) -> int:
@@ -195,9 +112,9 @@ def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _reserved(bind: Bind, budget_key: str) -> int:
+def _reserved(bind: Bind, key: ReservationKey) -> int:
     value = bind.execute(
-        select(budgets_table.c.reserved).where(budgets_table.c.budget_key == budget_key)
+        select(budgets_table.c.reserved).where(budgets_table.c.budget_key == budget_key(key))
     ).scalar()
     return int(value or 0)
 
@@ -225,21 +142,26 @@ def reserve(
     when = now or utcnow()
     row = bind.execute(
         select(reservations_table.c.state, reservations_table.c.reservation_id, reservations_table.c.credits)
-        .where(reservations_table.c.reservation_key == key.reservation_key)
+        .where(reservations_table.c.reservation_key == reservation_key(key))
         .with_for_update()
     ).first()
     if row is not None and row.state == _RESERVED:
         return Reservation(
-            True, row.reservation_id, _reserved(bind, key.budget_key), budget, int(row.credits), repeated=True
+            True,
+            row.reservation_id,
+            _reserved(bind, key),
+            budget,
+            int(row.credits),
+            repeated=True,
         )
     exists = bind.execute(
-        select(budgets_table.c.budget_key).where(budgets_table.c.budget_key == key.budget_key)
+        select(budgets_table.c.budget_key).where(budgets_table.c.budget_key == budget_key(key))
     ).first()
     if exists is None:
         # A concurrent first reservation of the same run inserts the same key: IntegrityError, retried.
         bind.execute(
             budgets_table.insert().values(
-                budget_key=key.budget_key,
+                budget_key=budget_key(key),
                 dag_id=key.dag_id,
                 run_id=key.run_id,
                 conn_id=key.conn_id,
@@ -250,18 +172,18 @@ def reserve(
     # The decision: one statement, atomic on every backend (see the module docstring).
     taken = bind.execute(
         update(budgets_table)
-        .where(budgets_table.c.budget_key == key.budget_key)
+        .where(budgets_table.c.budget_key == budget_key(key))
         .where(budgets_table.c.reserved + cost <= budget)
         .values(reserved=budgets_table.c.reserved + cost, updated_at=when)
     )
     if _rowcount(taken) != 1:
-        return Reservation(False, None, _reserved(bind, key.budget_key), budget, cost)
+        return Reservation(False, None, _reserved(bind, key), budget, cost)
     reservation_id = secrets.token_hex(8)
     if row is None:
         bind.execute(
             reservations_table.insert().values(
-                reservation_key=key.reservation_key,
-                budget_key=key.budget_key,
+                reservation_key=reservation_key(key),
+                budget_key=budget_key(key),
                 dag_id=key.dag_id,
                 run_id=key.run_id,
                 task_id=key.task_id,
@@ -277,13 +199,13 @@ def reserve(
     else:
         again = bind.execute(
             update(reservations_table)
-            .where(reservations_table.c.reservation_key == key.reservation_key)
+            .where(reservations_table.c.reservation_key == reservation_key(key))
             .where(reservations_table.c.state == _RELEASED)
             .values(state=_RESERVED, reservation_id=reservation_id, credits=cost, updated_at=when)
         )
         if _rowcount(again) != 1:
-            raise _Conflict(key.reservation_key)
-    return Reservation(True, reservation_id, _reserved(bind, key.budget_key), budget, cost)
+            raise _Conflict(reservation_key(key))
+    return Reservation(True, reservation_id, _reserved(bind, key), budget, cost)
 
 
 def release(bind: Bind, key: ReservationKey, reservation_id: str, *, now: datetime | None = None) -> bool:
@@ -298,14 +220,14 @@ def release(bind: Bind, key: ReservationKey, reservation_id: str, *, now: dateti
     when = now or utcnow()
     row = bind.execute(
         select(reservations_table.c.credits)
-        .where(reservations_table.c.reservation_key == key.reservation_key)
+        .where(reservations_table.c.reservation_key == reservation_key(key))
         .with_for_update()
     ).first()
     if row is None:
         return False
     freed = bind.execute(
         update(reservations_table)
-        .where(reservations_table.c.reservation_key == key.reservation_key)
+        .where(reservations_table.c.reservation_key == reservation_key(key))
         .where(reservations_table.c.state == _RESERVED)
         .where(reservations_table.c.reservation_id == reservation_id)
         .values(state=_RELEASED, updated_at=when)
@@ -314,7 +236,7 @@ def release(bind: Bind, key: ReservationKey, reservation_id: str, *, now: dateti
         return False
     bind.execute(
         update(budgets_table)
-        .where(budgets_table.c.budget_key == key.budget_key)
+        .where(budgets_table.c.budget_key == budget_key(key))
         .values(reserved=budgets_table.c.reserved - int(row.credits), updated_at=when)
     )
     return True

@@ -45,6 +45,10 @@ class NyneInteractionsSensor(NyneWaitMixin, BaseSensorOperator):
     credits (402) or a refused account (403) fail it without retrying; the deadline raises
     ``AirflowSensorTimeout``. With ``soft_fail=True`` each of these skips the task instead.
 
+    Killed while it waits in the worker (marked failed, ``execution_timeout``, ...):
+    ``on_kill`` logs that the lookup keeps running at Nyne and may be charged, and that a
+    retry waits for the same request again.
+
     :param request_id: the request to wait for, e.g. ``"{{ ti.xcom_pull('submit') }}"`` (templated)
     :param nyne_conn_id: the ``nyne`` connection
     :param deferrable: wait in the triggerer; ``False`` pokes from the worker. Default: the
@@ -62,6 +66,10 @@ class NyneInteractionsSensor(NyneWaitMixin, BaseSensorOperator):
 
     template_fields: Sequence[str] = ("request_id",)
     ui_color = "#e3ecfa"
+    retry_after_kill = (
+        "A retry of this sensor waits for the same request again (its request_id); a sensor submits "
+        "nothing, so nothing is paid twice."
+    )
 
     def __init__(
         self,
@@ -116,6 +124,7 @@ class NyneInteractionsSensor(NyneWaitMixin, BaseSensorOperator):
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """Poll once: ``False`` while running, the summary when completed, raise when it failed."""
         rid = self._rid()
+        self.note_request(rid, self.retry_after_kill)
         try:
             status = self.hook.get_interactions_status(rid)
         except NyneRateLimitError as err:

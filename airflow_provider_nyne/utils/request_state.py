@@ -253,6 +253,11 @@ class RequestStateStore:
     def release(self) -> None:
         """Called when the task succeeds: drop what only retries needed (no-op where Airflow cleans up)."""
 
+    @property
+    def where(self) -> str:
+        """Where the record is kept, for messages (``task state 'nyne_interactions_request'``, ``Variable ...``)."""
+        return self._what()
+
     def _what(self) -> str:
         return "task state"
 

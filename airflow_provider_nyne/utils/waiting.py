@@ -68,6 +68,7 @@ from airflow_provider_nyne.client.schedule import (
     PollSchedule,
 )
 from airflow_provider_nyne.utils.arguments import (
+    CREDITS_PER_LOOKUP,
     DEFAULT_CONN_ID,
     DEFAULT_TIMEOUT,
     resolve_deferrable,
@@ -146,6 +147,8 @@ class NyneWaitMixin:
     """
 
     resubmits_on_retry: ClassVar[bool] = False
+    #: What a retry does with a request this task waits for (the :meth:`on_kill` message).
+    retry_after_kill: ClassVar[str] = "A retry of this task waits for the same request again."
     #: Skip the task instead of failing it (sensors set it from Airflow's ``soft_fail``).
     soft_fail: bool = False
 
@@ -154,6 +157,9 @@ class NyneWaitMixin:
     timeout: float
     schedule: PollSchedule
     max_transient_errors: int
+    #: What this try has running at Nyne, for :meth:`on_kill`: ``(request id or None while a
+    #: submission is in flight, what a retry does with it)``; ``None`` before anything was sent.
+    _nyne_running: tuple[str | None, str] | None = None
 
     if TYPE_CHECKING:
         log: Any
@@ -229,6 +235,55 @@ class NyneWaitMixin:
         from airflow_provider_nyne.hooks.nyne import NyneHook
 
         return NyneHook(self.nyne_conn_id)
+
+    # Killed ----------------------------------------------------------------------------------
+
+    def note_request(self, request_id: str | None, after_kill: str) -> None:
+        """
+        Remember what this try has running at Nyne, for :meth:`on_kill`.
+
+        :param request_id: the request submitted or waited for; ``None`` while a submission is
+            in flight (its answer not received)
+        :param after_kill: what a retry of the task does with it (one or two sentences)
+        """
+        self._nyne_running = (request_id, after_kill)
+
+    def forget_request(self) -> None:
+        """Nothing of this try runs at Nyne (a submission proved not accepted)."""
+        self._nyne_running = None
+
+    def on_kill(self) -> None:
+        """
+        The task is killed while it runs (marked failed or success, ``execution_timeout``, a worker shutdown).
+
+        Nyne has no cancel endpoint: log which lookup keeps running there, that it may be
+        charged, and what a retry does with it. Nothing is changed: the request record (and
+        any credit reservation) stays, so that a retry reconnects instead of paying again.
+        Airflow calls this in the task's process; a task deferred to the triggerer has none.
+        """
+        running = self._nyne_running
+        if running is None:
+            self.log.warning(
+                "Task killed before any Nyne lookup was submitted: nothing of this try runs at Nyne."
+            )
+            return
+        request_id, after_kill = running
+        if request_id is None:
+            self.log.warning(
+                "Task killed while submitting a Nyne lookup, before the answer arrived: if the "
+                "submission reached Nyne, the lookup keeps running there (there is no cancel endpoint) "
+                "and is charged %d credits if it completes with results. %s",
+                CREDITS_PER_LOOKUP,
+                after_kill,
+            )
+            return
+        self.log.warning(
+            "Task killed while Nyne request %s runs: the lookup keeps running at Nyne (there is no "
+            "cancel endpoint) and is charged %d credits if it completes with results. %s",
+            request_id,
+            CREDITS_PER_LOOKUP,
+            after_kill,
+        )
 
     # Failing the right way -------------------------------------------------------------------
 
@@ -329,6 +384,8 @@ class NyneWaitMixin:
         :param method_name: the task method that receives the trigger's event
         """
         deadline = self.deadline()
+        if self._nyne_running is None or self._nyne_running[0] != request_id:
+            self.note_request(request_id, self.retry_after_kill)
         if status is None:
             try:
                 status = self.hook.get_interactions_status(

@@ -163,6 +163,8 @@ def test_every_request_field_is_templated() -> None:
         "callback_url",
         "platform",
         "reuse_request_id",
+        "credit_budget",
+        "min_credit_balance",
     }
 
 
