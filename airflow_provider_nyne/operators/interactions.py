@@ -328,11 +328,13 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         fingerprint = request.fingerprint()
         hold = self._hold_credits(context, fingerprint)
         try:
-            store.begin_submission(fingerprint, try_number=getattr(context.get("ti"), "try_number", None))
+            recorded = store.begin_submission(
+                fingerprint, try_number=getattr(context.get("ti"), "try_number", None)
+            )
         except RequestStateError as err:
             self._release_credits(hold)
             raise AirflowException(f"Nyne: {err}; nothing was submitted, a retry will try again") from err
-        self.note_request(None, self._after_kill(store, None))
+        self.note_request(None, self._after_kill(store if recorded else None, None))
         self.log.info("Submitting Nyne %s lookup for %s", request.interaction_type, request.target)
         # Waiting for room under the rate limit: briefly when the task can defer, else up to its timeout.
         deadline = time.time() + (SUBMIT_WAIT_IN_WORKER if self.deferrable else self.timeout)
@@ -349,8 +351,8 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
                 self._release_credits(hold)
             # Only a failure proving the lookup was not processed may be retried by Airflow.
             self.fail(err, submitting=True)
-        store.save(SubmittedRequest(request_id, fingerprint))
-        self.note_request(request_id, self._after_kill(store, request_id))
+        kept = store.save(SubmittedRequest(request_id, fingerprint))
+        self.note_request(request_id, self._after_kill(store if kept else None, request_id))
         return request_id
 
     # Credits ------------------------------------------------------------------------------------
@@ -465,17 +467,17 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
 
     # Kill -----------------------------------------------------------------------------------
 
-    def _after_kill(self, store: RequestStateStore, request_id: str | None) -> str:
-        """What a retry does with this try's lookup, for :meth:`on_kill`."""
+    def _after_kill(self, store: RequestStateStore | None, request_id: str | None) -> str:
+        """What a retry does with this try's lookup, for :meth:`on_kill` (``store``: where it is kept, if it is)."""
         if request_id is None:
-            if store.durable:
+            if store is not None and store.durable:
                 return (
                     "The intent recorded before sending makes a retry stop instead of paying twice: find "
                     "the request id in the Nyne dashboard and set reuse_request_id, or set "
                     "resubmit_if_interrupted=True to submit again."
                 )
             return "Nothing records this submission across tries here: a retry submits the lookup again."
-        if store.durable:
+        if store is not None and store.durable:
             return (
                 f"A retry or a clear of this task reconnects to it instead of paying again (its id is "
                 f"kept in the {store.where})."

@@ -103,7 +103,7 @@ def test_migrations_produce_exactly_the_schema_the_code_uses(connection: Connect
     assert compare_metadata(context, store.metadata) == []
     primary = inspect(connection).get_pk_constraint(store.TABLE_NAME)
     assert primary["constrained_columns"] == ["correlation_key", "request_id"]
-    assert CREDIT_TABLES <= set(inspect(connection).get_table_names())
+    assert set(inspect(connection).get_table_names()) >= CREDIT_TABLES
 
 
 def test_downgrade_to_base_removes_the_table(connection: Connection) -> None:
