@@ -266,7 +266,9 @@ def test_killed_while_waiting_says_the_lookup_runs_on_and_a_retry_waits_again(
     capsys.readouterr()
     sensor.on_kill()
     message = " ".join(line for line in capsys.readouterr().out.splitlines() if "[warning" in line)
-    assert "Nyne request req-1 runs: the lookup keeps running at Nyne (there is no cancel endpoint)" in message
+    assert (
+        "Nyne request req-1 runs: the lookup keeps running at Nyne (there is no cancel endpoint)" in message
+    )
     assert "charged 3 credits if it completes with results" in message
     assert "A retry of this sensor waits for the same request again" in message
     assert sensor.hook.polled == ["req-1"]  # on_kill itself asks nothing
