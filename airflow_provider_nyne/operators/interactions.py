@@ -336,6 +336,14 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             raise AirflowException(f"Nyne: {err}; nothing was submitted, a retry will try again") from err
         self.note_request(None, self._after_kill(store if recorded else None, None))
         self.log.info("Submitting Nyne %s lookup for %s", request.interaction_type, request.target)
+        if self.killed:
+            # Killed between the guard and the POST: Airflow lets the process run a few seconds more.
+            store.clear_submission()
+            self.forget_request()
+            self._release_credits(hold)
+            raise AirflowException(
+                "Nyne: the task was killed before its lookup was sent; nothing was submitted"
+            )
         # Waiting for room under the rate limit: briefly when the task can defer, else up to its timeout.
         deadline = time.time() + (SUBMIT_WAIT_IN_WORKER if self.deferrable else self.timeout)
         try:
@@ -624,7 +632,8 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             result = self._wait_for_callback(request_id, plan, status)
         elif plan is None and self.wait_for_completion:
             result = self.wait_for(request_id, status=status)
-        store.release()
+        if not self.killed:  # a killed try keeps the record for the retry or clear that follows
+            store.release()
         return result
 
     def execute_after_rate_limit(

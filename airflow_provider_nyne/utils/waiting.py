@@ -160,6 +160,9 @@ class NyneWaitMixin:
     #: What this try has running at Nyne, for :meth:`on_kill`: ``(request id or None while a
     #: submission is in flight, what a retry does with it)``; ``None`` before anything was sent.
     _nyne_running: tuple[str | None, str] | None = None
+    #: Set by :meth:`on_kill`: Airflow lets the task run on for a few seconds after it (SIGTERM,
+    #: then SIGKILL), and nothing new may be sent or forgotten in that time.
+    killed: bool = False
 
     if TYPE_CHECKING:
         log: Any
@@ -259,8 +262,11 @@ class NyneWaitMixin:
         Nyne has no cancel endpoint: log which lookup keeps running there, that it may be
         charged, and what a retry does with it. Nothing is changed: the request record (and
         any credit reservation) stays, so that a retry reconnects instead of paying again.
-        Airflow calls this in the task's process; a task deferred to the triggerer has none.
+        Airflow calls this in the task's process (from its SIGTERM handler, about 5 s before
+        SIGKILL; the task's code goes on running meanwhile, so :attr:`killed` is set for it
+        to send nothing more); a task deferred to the triggerer has no process to kill.
         """
+        self.killed = True
         running = self._nyne_running
         if running is None:
             self.log.warning(

@@ -46,11 +46,11 @@ DAG_SOURCE = textwrap.dedent(
 
     with DAG("{DAG_ID}", schedule=None, start_date=datetime.datetime(2024, 1, 1), catchup=False):
         NyneSubmitInteractionsOperator(
-            task_id="lookup", username="hold_kill_lookup", interaction_type="followers",
+            task_id="lookup", username="hold_lookup", interaction_type="followers",
             wait_for_completion=True, **FAST,
         )
         submit = NyneSubmitInteractionsOperator(
-            task_id="submit", username="hold_kill_sensor", interaction_type="followers",
+            task_id="submit", username="hold_sensed", interaction_type="followers",
         )
         sense = NyneInteractionsSensor(
             task_id="sense", request_id="{{{{ ti.xcom_pull(task_ids='submit') }}}}", **FAST,
@@ -128,7 +128,7 @@ def test_tasks_marked_failed_while_waiting_in_the_worker_log_what_keeps_running(
     run_id = af.trigger_dag(DAG_ID)
 
     # Both wait in their worker (the deployment's default), polling lookups the simulator holds.
-    for task_id, username in (("lookup", "hold_kill_lookup"), ("sense", "hold_kill_sensor")):
+    for task_id, username in (("lookup", "hold_lookup"), ("sense", "hold_sensed")):
         af.wait_for_task_state(DAG_ID, run_id, task_id, ("running",), timeout=240)
         af.wait_until(
             lambda username=username: (
@@ -139,8 +139,8 @@ def test_tasks_marked_failed_while_waiting_in_the_worker_log_what_keeps_running(
             what=f"{task_id} to poll its lookup from the worker",
         )
     assert af.task_instances(DAG_ID, run_id)["lookup"]["next_method"] is None  # never deferred
-    lookup_rid = _request_id(sim, "hold_kill_lookup")
-    sensor_rid = _request_id(sim, "hold_kill_sensor")
+    lookup_rid = _request_id(sim, "hold_lookup")
+    sensor_rid = _request_id(sim, "hold_sensed")
 
     for task_id in ("lookup", "sense"):
         _api(af, "PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}", {"new_state": "failed"})
@@ -182,8 +182,8 @@ def test_tasks_marked_failed_while_waiting_in_the_worker_log_what_keeps_running(
     assert f"Nyne request {lookup_rid} from a previous try already completed: reusing it" in _log(
         af, run_id, "lookup", 2
     )
-    assert [
-        s.request_id for s in sim.ledger.submissions() if s.request.get("username") == "hold_kill_lookup"
-    ] == [lookup_rid]
+    assert [s.request_id for s in sim.ledger.submissions() if s.request.get("username") == "hold_lookup"] == [
+        lookup_rid
+    ]
     sim.ledger.wait_for(lambda ledger: ledger.credits_charged() >= 3, timeout=30)
     assert sim.ledger.credits_charged() == 3  # the released lookup; the sensor's is still held

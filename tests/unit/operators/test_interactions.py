@@ -918,3 +918,56 @@ def test_killed_after_attaching_says_a_retry_attaches_again(capsys: pytest.Captu
     message = kill_log(op, capsys)
     assert "Nyne request req-old runs" in message
     assert "a retry attaches to it again" in message
+
+
+def test_killed_before_the_post_sends_nothing_and_frees_what_it_held() -> None:
+    hook, guard, store = FakeHook(), FakeReservations(), DictStore()
+    op = guarded(hook, guard, credit_budget=3)
+    real_hold = op._hold_credits
+
+    def hold_then_killed(ctx: Any, fingerprint: str) -> Any:
+        held = real_hold(ctx, fingerprint)
+        op.on_kill()  # SIGTERM arrives while the guard answers; the process runs on for a moment
+        return held
+
+    op._hold_credits = hold_then_killed  # type: ignore[method-assign]
+    with pytest.raises(AirflowException, match="killed before its lookup was sent; nothing was submitted"):
+        op.execute(mapped_context(0, store))
+    assert hook.submitted == []
+    assert STATE_KEY not in store.data  # no intent left: a retry submits without asking
+    assert guard.reserved == {}
+
+
+def test_a_killed_try_that_finishes_in_its_last_seconds_keeps_the_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_nyne.utils import request_state
+
+    class VariableLike(request_state.RequestStateStore):
+        """The Variable fallback of Airflow 3.1/3.2: deleted when the task succeeds."""
+
+        durable = True
+        kind = "variable"
+
+        def __init__(self) -> None:
+            self.value: Any = None
+            self.released = False
+
+        def read(self) -> Any:
+            return self.value
+
+        def write(self, value: dict[str, Any]) -> None:
+            self.value = value
+
+        def release(self) -> None:
+            self.released = True
+
+    store = VariableLike()
+    monkeypatch.setattr(request_state, "request_state_store", lambda context: store)
+    hook = FakeHook()
+    op = make(hook, wait_for_completion=True, deferrable=False)
+    hook.on_send = op.on_kill  # killed, but the POST was already on its way and the job completes
+    hook.statuses["req-new-1"] = completed("req-new-1")
+    op.execute(context())
+    assert store.released is False
+    assert store.value["request_id"] == "req-new-1"
