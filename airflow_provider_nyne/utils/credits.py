@@ -20,8 +20,12 @@ and the api-server is reached at ``[nyne] callback_internal_url`` (by default th
 ``[core] execution_api_server_url``, which task processes already reach). When the guard
 cannot decide (no secret, the plugin missing, the api-server unreachable), nothing is sent.
 
-This module imports neither Airflow nor the database: the wire format here is shared with the
-receiver, which imports it.
+A fan-out can check its whole cost before it maps anything: :func:`require_balance_for` in
+its planning task (``example_nyne_fan_out`` does).
+
+This module imports neither Airflow nor the database at the top: the wire format here is
+shared with the receiver, which imports it; :func:`require_balance_for` imports the hook when
+a task calls it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_nyne.utils.arguments import CREDITS_PER_LOOKUP
+from airflow_provider_nyne.utils.arguments import CREDITS_PER_LOOKUP, DEFAULT_CONN_ID
 
 __all__ = [
     "BALANCE_FIELDS",
@@ -45,6 +49,7 @@ __all__ = [
     "ReservationKey",
     "balance_from_usage",
     "check_balance",
+    "require_balance_for",
 ]
 
 #: Where ``GET /usage`` may carry the balance (the API does not document one name).
@@ -116,6 +121,41 @@ def check_balance(balance: int | None, minimum: int, *, lookups: int = 1) -> Non
             f"({CREDITS_PER_LOOKUP} each), which would leave less than the minimum balance of "
             f"{minimum}: top up in the Nyne dashboard or lower min_credit_balance"
         )
+
+
+def require_balance_for(lookups: int, *, nyne_conn_id: str = DEFAULT_CONN_ID, minimum: int = 0) -> int:
+    """
+    In a task, before a fan-out is mapped: fail unless the account's balance covers ``lookups`` lookups.
+
+    Reads the free ``GET /usage`` once and returns the balance. Concurrent runs may each see
+    the same balance: pair it with ``credit_budget`` on the lookups for a cap no race can pass.
+
+    :param lookups: how many lookups the fan-out is about to submit
+    :param nyne_conn_id: the ``nyne`` connection (its account)
+    :param minimum: credits that must remain after all of them
+    :raises AirflowFailException: naming the balance, the cost and the minimum (no retry: a
+        top-up or a smaller fan-out is a person's decision), or an account error (401, 403)
+    :raises AirflowException: when the usage endpoint fails for now (Airflow's retries apply)
+    """
+    from airflow_provider_nyne._compat import AirflowException, AirflowFailException
+    from airflow_provider_nyne.client.errors import NyneError
+    from airflow_provider_nyne.hooks.nyne import NyneHook
+
+    hook = NyneHook(nyne_conn_id)
+    try:
+        balance = balance_from_usage(hook.get_usage())
+        check_balance(balance, minimum, lookups=lookups)
+    except (CreditLimitError, CreditGuardError) as err:
+        raise AirflowFailException(
+            f"Nyne: {err} (connection {nyne_conn_id!r}); nothing was submitted"
+        ) from None
+    except NyneError as err:
+        failure = AirflowException if err.retryable else AirflowFailException
+        raise failure(f"Nyne: cannot read the balance of connection {nyne_conn_id!r}: {err}") from None
+    finally:
+        hook.close()
+    assert balance is not None  # check_balance refuses an unknown balance
+    return balance
 
 
 @dataclass(frozen=True)
