@@ -264,31 +264,13 @@ class NyneWaitMixin:
         any credit reservation) stays, so that a retry reconnects instead of paying again.
         Airflow calls this in the task's process (from its SIGTERM handler, about 5 s before
         SIGKILL; the task's code goes on running meanwhile, so :attr:`killed` is set for it
-        to send nothing more); a task deferred to the triggerer has no process to kill.
+        to send nothing more). A task deferred to the triggerer has no process: Airflow 3.3
+        calls its trigger's ``on_kill`` in the triggerer instead.
         """
         self.killed = True
         running = self._nyne_running
-        if running is None:
-            self.log.warning(
-                "Task killed before any Nyne lookup was submitted: nothing of this try runs at Nyne."
-            )
-            return
-        request_id, after_kill = running
-        if request_id is None:
-            self.log.warning(
-                "Task killed while submitting a Nyne lookup, before the answer arrived: if the "
-                "submission reached Nyne, the lookup keeps running there (there is no cancel endpoint) "
-                "and is charged %d credits if it completes with results. %s",
-                CREDITS_PER_LOOKUP,
-                after_kill,
-            )
-            return
         self.log.warning(
-            "Task killed while Nyne request %s runs: the lookup keeps running at Nyne (there is no "
-            "cancel endpoint) and is charged %d credits if it completes with results. %s",
-            request_id,
-            CREDITS_PER_LOOKUP,
-            after_kill,
+            "%s", killed_message(*running) if running else killed_message(None, "", submitted=False)
         )
 
     # Failing the right way -------------------------------------------------------------------
@@ -480,6 +462,31 @@ class NyneWaitMixin:
         self.fail(error_from_event(event))
 
 
+def killed_message(request_id: str | None, after_kill: str, *, submitted: bool = True) -> str:
+    """
+    What a killed task says about its lookup: it keeps running at Nyne (no cancel endpoint), may be charged, and what a retry does.
+
+    The one wording of :meth:`NyneWaitMixin.on_kill`, for a trigger's ``on_kill`` too.
+
+    :param request_id: the request that keeps running; ``None`` while its submission was in flight
+    :param after_kill: what a retry of the task does with it
+    :param submitted: ``False`` when nothing was sent yet (then nothing runs at Nyne)
+    """
+    if not submitted:
+        return "Task killed before any Nyne lookup was submitted: nothing of this try runs at Nyne."
+    charge = f"is charged {CREDITS_PER_LOOKUP} credits if it completes with results"
+    if request_id is None:
+        return (
+            "Task killed while submitting a Nyne lookup, before the answer arrived: if the submission "
+            f"reached Nyne, the lookup keeps running there (there is no cancel endpoint) and {charge}. "
+            f"{after_kill}"
+        ).strip()
+    return (
+        f"Task killed while Nyne request {request_id} runs: the lookup keeps running at Nyne (there is "
+        f"no cancel endpoint) and {charge}. {after_kill}"
+    ).strip()
+
+
 def _deployment_deferrable_default(init: Callable[..., None]) -> Callable[..., None]:
     """``init`` receiving ``deferrable=None`` ("not given") when its caller leaves it out."""
 
@@ -497,6 +504,7 @@ __all__ = [
     "DEFER_TIMEOUT_GRACE",
     "EVENT_STATUSES",
     "NyneWaitMixin",
+    "killed_message",
     "result_summary",
     "terminal_event",
 ]
