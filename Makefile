@@ -4,13 +4,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := test,s3,parquet,dev
+EXTRAS := test,s3,parquet,dev,docs
 
-.PHONY: help venv demo test suite lint typecheck unit integration e2e production matrix matrix-envs bench dist clean
+.PHONY: help venv demo test suite lint typecheck docs unit integration e2e production matrix matrix-envs bench dist clean
 
 help:
 	@echo "make demo   - run the followers example DAG end to end (local simulator, or the real API with NYNE_API_KEY/NYNE_API_SECRET)"
-	@echo "make test   - lint, type check, and the whole test suite (unit, integration, e2e, version matrix, production topology)"
+	@echo "make test   - lint, type check, docs, and the whole test suite (unit, integration, e2e, version matrix, production topology)"
+	@echo "make docs   - build the documentation site into site/ (warnings, broken links and anchors fail it)"
 	@echo "make bench  - run the benchmarks and write benchmarks/RESULTS.md"
 	@echo "make dist   - build the sdist and wheel into dist/ and check them"
 
@@ -23,11 +24,16 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check airflow_provider_nyne tests example_dags benchmarks scripts
-	$(BIN)/ruff format --check airflow_provider_nyne tests example_dags benchmarks scripts
+	$(BIN)/ruff check airflow_provider_nyne tests example_dags benchmarks scripts docs
+	$(BIN)/ruff format --check airflow_provider_nyne tests example_dags benchmarks scripts docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The documentation site (mkdocs.yml): --strict turns every warning into a failure, broken
+# links and anchors included. NO_MKDOCS_2_WARNING silences Material's banner about MkDocs 2.0.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -46,7 +52,7 @@ production: $(STAMP)
 # The suite against the source tree while the version-matrix venvs are built (pip mostly waits
 # on the network and the disk), then the suite against the built wheel on each matrix venv, then
 # the production topology alone (it wants both cores).
-test: lint typecheck $(STAMP)
+test: lint typecheck docs $(STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=target suite matrix-envs
 	$(MAKE) --no-print-directory matrix
 	$(MAKE) --no-print-directory production
@@ -74,4 +80,4 @@ matrix-envs: dist
 	$(BIN)/python scripts/matrix.py --setup-only
 
 clean:
-	rm -rf $(VENV) .matrix dist build .demo .bench *.egg-info
+	rm -rf $(VENV) .matrix dist build site .demo .bench *.egg-info

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_nyne import __version__
+from airflow_provider_nyne.client.ratelimit import RateLimits
 
 PACKAGE_NAME = "airflow-provider-nyne"
 CONN_TYPE = "nyne"
@@ -16,12 +17,22 @@ HOOK_CLASS = "airflow_provider_nyne.hooks.nyne.NyneHook"
 #: Creates, upgrades and drops the callback receiver's table with ``airflow db migrate``/``reset``.
 DB_MANAGER_CLASS = "airflow_provider_nyne.callbacks.db_manager.NyneCallbackDBManager"
 
-#: Extra fields of the ``nyne`` connection (stored in ``Connection.extra``).
+# What the hook uses when the connection does not say: the timeout and retries are its own
+# defaults (tests/unit/test_provider_info.py holds them equal), the rate limits the client's.
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_BACKOFF = 1.0
+_LIMITS = RateLimits()
+
+#: Extra fields of the ``nyne`` connection (stored in ``Connection.extra``). Each schema's
+#: ``default`` is what the hook uses when the field is absent: Airflow 3.2+ starts the form's
+#: "Extra Fields JSON" from these values, which would otherwise all be ``null``. An empty string
+#: reads as absent.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "timeout": {
         "label": "Request timeout (seconds)",
         "description": "Seconds to wait for each API answer (default 30).",
-        "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 600},
+        "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 600, "default": DEFAULT_TIMEOUT},
     },
     "max_retries": {
         "label": "Max retries",
@@ -29,12 +40,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
             "Retries of a failed status or usage call (429, 5xx, network errors; default 3). "
             "A submission is retried only when it provably did not reach the API."
         ),
-        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20, "default": DEFAULT_MAX_RETRIES},
     },
     "retry_backoff": {
         "label": "Retry backoff (seconds)",
         "description": "First delay between retries; it doubles each retry up to 30 s (default 1).",
-        "schema": {"type": ["number", "null"], "minimum": 0, "maximum": 60},
+        "schema": {"type": ["number", "null"], "minimum": 0, "maximum": 60, "default": DEFAULT_RETRY_BACKOFF},
     },
     "rate_limit_per_minute": {
         "label": "Requests per minute",
@@ -42,27 +53,27 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
             "The account's rate limit per minute, polls and submissions together (default 60; 0: no "
             "minute limit). Requests are paced under it per API key; the API's rate-limit headers correct it."
         ),
-        "schema": {"type": ["integer", "null"], "minimum": 0},
+        "schema": {"type": ["integer", "null"], "minimum": 0, "default": _LIMITS.per_minute or 0},
     },
     "rate_limit_per_hour": {
         "label": "Requests per hour",
         "description": "The account's rate limit per hour (default 1000; 0: no hour limit).",
-        "schema": {"type": ["integer", "null"], "minimum": 0},
+        "schema": {"type": ["integer", "null"], "minimum": 0, "default": _LIMITS.per_hour or 0},
     },
     "max_in_flight": {
         "label": "Requests in flight",
         "description": "Requests sent at once per API key by one triggerer or worker (default 4; 0: no cap).",
-        "schema": {"type": ["integer", "null"], "minimum": 0},
+        "schema": {"type": ["integer", "null"], "minimum": 0, "default": _LIMITS.max_in_flight or 0},
     },
     "callback_allowed_hosts": {
         "label": "Allowed callback hosts",
         "description": "Comma-separated host names (or *.domain wildcards) a callback_url may point at.",
-        "schema": {"type": ["string", "null"]},
+        "schema": {"type": ["string", "null"], "default": ""},
     },
     "callback_secret": {
         "label": "Callback signing secret",
         "description": "Secret used to sign callback URLs received by the Airflow api-server.",
-        "schema": {"type": ["string", "null"], "format": "password"},
+        "schema": {"type": ["string", "null"], "format": "password", "default": ""},
     },
 }
 
@@ -173,7 +184,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": "airflow_provider_nyne.transfers.callback_to_storage",
             },
         ],
-        # Discovered by Airflow 3.2+; 3.1 needs [database] external_db_managers (see the README).
+        # Discovered by Airflow 3.2+; 3.1 needs [database] external_db_managers (docs/callbacks.md, Set-up).
         "db-managers": [DB_MANAGER_CLASS],
         "config": {
             "nyne": {

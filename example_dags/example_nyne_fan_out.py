@@ -132,6 +132,7 @@ budget fails without sending anything.
 
     targets = plan_targets()
 
+    # [START nyne_fan_out_lookups]
     lookup = NyneSubmitInteractionsOperator.partial(
         task_id="lookup",
         interaction_type="followers",
@@ -144,6 +145,7 @@ budget fails without sending anything.
     land = NyneInteractionsToObjectStorageOperator.partial(task_id="land", format="jsonl").expand_kwargs(
         lookup.output.zip(targets).map(_land_kwargs)
     )
+    # [END nyne_fan_out_lookups]
 
     @task
     def report(landed: list[dict[str, Any]]) -> dict[str, Any]:

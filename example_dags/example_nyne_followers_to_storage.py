@@ -37,6 +37,7 @@ def path_safe(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", str(value))
 
 
+# [START nyne_followers_destination]
 # One file per run, partitioned by target and date: re-running a day never clobbers another run.
 DESTINATION = (
     "{{ var.value.get('nyne_example_output_base', '" + OUTPUT_BASE + "') }}"
@@ -45,6 +46,7 @@ DESTINATION = (
     "/{{ run_id | path_safe }}.jsonl"
 )
 REQUEST_ID = "{{ ti.xcom_pull(task_ids='submit_followers', key='request_id') }}"
+# [END nyne_followers_destination]
 
 with DAG(
     dag_id="example_nyne_followers_to_storage",
@@ -83,22 +85,28 @@ Connection `nyne_default` (type `nyne`): API key as login, API secret as passwor
 `NYNE_EXAMPLE_OUTPUT_BASE`, else `file:///tmp/nyne-examples`.
 """,
 ) as dag:
+    # [START nyne_submit_followers]
     submit = NyneSubmitInteractionsOperator(
         task_id="submit_followers",
         social_media_url="{{ params.profile_url }}",
         interaction_type="followers",
         max_results="{{ params.max_results }}",
     )
+    # [END nyne_submit_followers]
+    # [START nyne_wait_for_followers]
     wait = NyneInteractionsSensor(
         task_id="wait_for_followers",
         request_id=REQUEST_ID,
         poll_interval=POLL_INTERVAL,
         timeout=timedelta(hours=2),
     )
+    # [END nyne_wait_for_followers]
+    # [START nyne_land_followers]
     land = NyneInteractionsToObjectStorageOperator(
         task_id="land_followers",
         request_id=REQUEST_ID,
         path=DESTINATION,
         format="jsonl",
     )
+    # [END nyne_land_followers]
     submit >> wait >> land

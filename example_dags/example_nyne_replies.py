@@ -79,6 +79,7 @@ the right shape. `<base>` is the Variable `nyne_example_output_base`, else the e
 variable `NYNE_EXAMPLE_OUTPUT_BASE`, else `file:///tmp/nyne-examples`.
 """,
 ) as dag:
+    # [START nyne_fetch_replies]
     fetch = NyneSubmitInteractionsOperator(
         task_id="fetch_replies",
         social_media_url="{{ params.tweet_url }}",
@@ -88,10 +89,13 @@ variable `NYNE_EXAMPLE_OUTPUT_BASE`, else `file:///tmp/nyne-examples`.
         poll_interval=POLL_INTERVAL,
         timeout=timedelta(hours=1),
     )
+    # [END nyne_fetch_replies]
+    # [START nyne_land_replies]
     land = NyneInteractionsToObjectStorageOperator(
         task_id="land_replies",
         request_id="{{ ti.xcom_pull(task_ids='fetch_replies', key='request_id') }}",
         path=DESTINATION,
         format="csv",
     )
+    # [END nyne_land_replies]
     fetch >> land

@@ -40,3 +40,19 @@ def _fresh_request_budgets() -> None:
     from airflow_provider_nyne.client.http import forget_shared_state
 
     forget_shared_state()
+
+
+@pytest.fixture
+def closed_pools(monkeypatch: pytest.MonkeyPatch) -> set[int]:
+    """The ids of the httpx transports (connection pools) closed during the test."""
+    import httpx
+
+    closed: set[int] = set()
+    original = httpx.AsyncHTTPTransport.aclose
+
+    async def aclose(self: httpx.AsyncHTTPTransport) -> None:
+        closed.add(id(self))
+        await original(self)
+
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "aclose", aclose)
+    return closed

@@ -170,9 +170,12 @@ class RequestBudget:
             self._declared = self._declared.merged(limits) if self._declared.enabled else limits
 
     def _windows(self) -> tuple[tuple[int | None, float], tuple[int | None, float]]:
-        scale = self._declared.time_scale
-        limits = self.limits
-        return (limits.per_minute, MINUTE * scale), (limits.per_hour, HOUR * scale)
+        declared = self._declared
+        scale = declared.time_scale
+        return (
+            (self._learned_minute or declared.per_minute, MINUTE * scale),
+            (self._learned_hour or declared.per_hour, HOUR * scale),
+        )
 
     # The core: when may the next request go? -------------------------------------------------
 

@@ -239,7 +239,8 @@ _HINTS_403 = {
 }
 
 
-_REQUEST_FIELDS = frozenset(
+#: The fields of the API's submission (and ``request_id`` of a poll): an ``invalid_<field>`` code names one.
+REQUEST_FIELDS = frozenset(
     {
         "social_media_url",
         "twitter_url",
@@ -296,7 +297,7 @@ def error_from_response(
     if status == 400 or status == 422:
         # invalid_<field> names the field at fault; invalid_json / invalid_request name none.
         field = code[len("invalid_") :] if code and code.startswith("invalid_") else None
-        field = field if field in _REQUEST_FIELDS else None
+        field = field if field in REQUEST_FIELDS else None
         return NyneValidationError(
             f"the API rejected the request{detail}",
             field=field,

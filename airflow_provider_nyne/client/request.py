@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from airflow_provider_nyne.client.errors import NyneValidationError
+from airflow_provider_nyne.client.errors import REQUEST_FIELDS, NyneValidationError
 from airflow_provider_nyne.client.urls import host_allowed, parse_http_url
 
 log = logging.getLogger(__name__)
@@ -388,17 +388,7 @@ class InteractionRequest:
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any], **kwargs: Any) -> InteractionRequest:
         """Build a request from an API-style JSON body (aliases accepted); unknown keys are rejected."""
-        known = {
-            "social_media_url",
-            "twitter_url",
-            "type",
-            "interaction_type",
-            "username",
-            "tweet_id",
-            "max_results",
-            "callback_url",
-            "platform",
-        }
+        known = (REQUEST_FIELDS - {"request_id"}) | {"platform"}
         unknown = sorted(set(payload) - known)
         if unknown:
             raise _fail(

@@ -28,6 +28,7 @@ naming the field and the fix.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -251,6 +252,7 @@ def host_allowed(host: str, patterns: Iterable[str], *, field: str = "callback_a
     return False
 
 
+@functools.lru_cache(maxsize=64)  # read for every hook and client a triggerer builds: once per value
 def base_url(host: str | None, port: int | None, scheme: str | None, *, default: str) -> str:
     """
     The API root from a connection's host (a URL or a bare host), port and ``scheme`` extra.

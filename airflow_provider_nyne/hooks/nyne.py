@@ -400,19 +400,14 @@ class NyneHook(BaseHook):
         for name, spec in CONN_FIELDS.items():
             label = lazy_gettext(spec["label"])
             kinds = spec["schema"]["type"]
+            # The form starts from the values the hook uses, not from empty fields.
+            common = {"description": spec["description"], "default": spec["schema"].get("default")}
             if spec["schema"].get("format") == "password":
-                widgets[name] = PasswordField(
-                    label, widget=BS3PasswordFieldWidget(), description=spec["description"]
-                )
+                widgets[name] = PasswordField(label, widget=BS3PasswordFieldWidget(), **common)
             elif "integer" in kinds:
                 widgets[name] = IntegerField(
-                    label,
-                    widget=BS3TextFieldWidget(),
-                    validators=[Optional(), NumberRange(min=0)],
-                    description=spec["description"],
+                    label, widget=BS3TextFieldWidget(), validators=[Optional(), NumberRange(min=0)], **common
                 )
             else:
-                widgets[name] = StringField(
-                    label, widget=BS3TextFieldWidget(), description=spec["description"]
-                )
+                widgets[name] = StringField(label, widget=BS3TextFieldWidget(), **common)
         return widgets

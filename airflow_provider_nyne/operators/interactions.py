@@ -143,13 +143,13 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         interrupted submission may have been accepted: both may be charged
     :param wait_mode: ``"poll"`` (default) or ``"callback"``: Nyne POSTs the result to the
         receiver in the Airflow api-server (``[nyne] callback_base_url`` and a signing secret
-        must be set; see the Callbacks section of the README). With ``wait_for_completion`` the task defers until
+        must be set; see docs/callbacks.md). With ``wait_for_completion`` the task defers until
         the callback (no polling; one status request if none came by ``timeout``); without,
         the callback records an event on ``callback_asset`` (asset mode)
     :param callback_asset: the ``Asset`` (or URI) a callback records an event on; default in
         asset mode ``nyne://interactions/<platform>/<username>/<type>``, none in deferred mode
     :param callback_mailbox_interval: seconds between the callback trigger's safety-net reads of
-        the receiver's mailbox while it waits for the callback (default 60)
+        the receiver's mailbox while it waits for the callback (default 300)
     :param credit_budget: credits this DAG run may spend with this connection, over all its
         lookups (3 per lookup; templated; ``None``: no budget). Needs the provider on the
         api-server and a signing secret (``[nyne] callback_secret``) on workers and api-server
@@ -609,6 +609,7 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         request, plan = self._with_callback(context, self.build_request())
         store: RequestStateStore
         status: JobStatus | None = None
+        submitted: str | None = None
         if self.reuse_request_id:
             request_id = str(self.reuse_request_id).strip()
             status = self._status(request_id)
@@ -624,14 +625,15 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
                 request_id, status = found
                 self.note_request(request_id, self._after_kill(store, request_id))
             else:
-                request_id = self._submit(request, store, context)
+                request_id = submitted = self._submit(request, store, context)
         context["ti"].xcom_push(key=REQUEST_ID_XCOM_KEY, value=request_id)
 
         result: Any = request_id
         if plan is not None and plan.target.wait:
             result = self._wait_for_callback(request_id, plan, status)
         elif plan is None and self.wait_for_completion:
-            result = self.wait_for(request_id, status=status)
+            # A lookup submitted just now cannot have finished: no status check before waiting.
+            result = self.wait_for(request_id, status=status, check=submitted is None)
         if not self.killed:  # a killed try keeps the record for the retry or clear that follows
             store.release()
         return result

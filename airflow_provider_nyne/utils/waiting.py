@@ -358,7 +358,12 @@ class NyneWaitMixin:
         )
 
     def wait_for(
-        self, request_id: str, *, status: JobStatus | None = None, method_name: str = "execute_complete"
+        self,
+        request_id: str,
+        *,
+        status: JobStatus | None = None,
+        check: bool = True,
+        method_name: str = "execute_complete",
     ) -> dict[str, Any]:
         """
         Check a request once; if it is still running, defer (or poll in the worker) until it finishes.
@@ -369,12 +374,14 @@ class NyneWaitMixin:
 
         :param request_id: the request
         :param status: its status when the caller already read it (skips the first check)
+        :param check: read its status once before waiting (``False`` right after submitting it:
+            it cannot have finished, and the request would only spend the rate limit)
         :param method_name: the task method that receives the trigger's event
         """
         deadline = self.deadline()
         if self._nyne_running is None or self._nyne_running[0] != request_id:
             self.note_request(request_id, self.retry_after_kill)
-        if status is None:
+        if status is None and check:
             try:
                 status = self.hook.get_interactions_status(
                     request_id, deadline=time.time() + FIRST_CHECK_WAIT

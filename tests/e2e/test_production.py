@@ -14,6 +14,9 @@ it, always against the simulator's ledger (what was submitted, polled, charged, 
 * ``worker_takeover``: a lookup that waits in its worker (``deferrable=False``,
   ``retries=1``); that worker is SIGKILLed; Airflow notices the silent task, the retry runs on
   the other worker and reconnects to the same request.
+* ``rate_limited_fan_out``: the fan-out example mapped over 200 profiles while the account
+  allows 20 requests a "minute" (the simulator's windows run 20x faster): every lookup
+  succeeds on its first try, each is submitted once and charged once, whatever the 429s.
 * ``callbacks``: every callback reaches both api-servers twice at the same moment (the
   :class:`~tests.fixtures.airflow_processes.CallbackFanOut` in front of them), and is then
   delivered three times more: each deferred task resumes once, each asset-mode request
@@ -38,11 +41,19 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.airflow_processes import TRIGGERER_CAPACITY, AirflowProcesses, ProductionDeployment
+from tests.fixtures.airflow_processes import (
+    RATE_LIMIT_TIME_SCALE,
+    TRIGGERER_CAPACITY,
+    AirflowProcesses,
+    ProductionDeployment,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.production, pytest.mark.timeout(600)]
 
 FAN_OUT = 100
+#: Profiles of the rate-limited run of the fan-out example, and the account's limit meanwhile.
+PROFILES = 200
+TIGHT_PER_MINUTE = 20
 TAKEOVER = 10
 CALLBACK_DEFERRED = [f"holdcb{n}" for n in range(4)]
 CALLBACK_ASSET_MODE = ["cbasset_a", "cbasset_b"]
@@ -311,6 +322,43 @@ def worker_takeover(production_deployment: ProductionDeployment, request: pytest
     )
 
 
+@pytest.fixture(scope="module")
+def rate_limited_fan_out(
+    production_deployment: ProductionDeployment, request: pytest.FixtureRequest
+) -> Scenario:
+    """The fan-out example over 200 profiles while the account allows 20 requests a (scaled) minute."""
+    deployment, af, sim = production_deployment, production_deployment.af, production_deployment.sim
+    dag_id = "example_nyne_fan_out"
+    af.wait_for_dag(dag_id)
+    profiles = [f"https://x.com/ratefan{n:03d}" for n in range(PROFILES)]
+    sim.configure(rate_limit_per_minute=TIGHT_PER_MINUTE)
+    try:
+        before = sim.ledger.status_counts()
+        started = time.monotonic()
+        run_id = af.trigger_dag(dag_id, conf={"profiles": profiles, "max_results": 10})
+        state = af.wait_for_run(dag_id, run_id, timeout=600)
+        seconds = time.monotonic() - started
+        after = sim.ledger.status_counts()
+        rejected = after.get(429, 0) - before.get(429, 0)
+        requests = sum(after.values()) - sum(before.values())
+    finally:
+        sim.configure(rate_limit_per_minute=100_000)
+    rows = _task_rows(af, dag_id, run_id)
+    submitted = _submissions(deployment, "ratefan")
+    floor = (2 * PROFILES / TIGHT_PER_MINUTE) * 60 * RATE_LIMIT_TIME_SCALE
+    _say(
+        request,
+        f"rate-limited fan-out: {PROFILES} profiles at {TIGHT_PER_MINUTE}/scaled minute, "
+        f"{sum(map(len, submitted.values()))} submissions, {rejected} answers 429 of {requests} "
+        f"requests, run {state} in {seconds:.1f} s (the limit alone allows it in {floor:.0f} s)",
+    )
+    return Scenario(
+        run_id,
+        seconds,
+        {"state": state, "rows": rows, "submitted": submitted, "rejected": rejected, "requests": requests},
+    )
+
+
 def _consumer_runs(af: AirflowProcesses, username: str) -> list[tuple[Any, ...]]:
     return af.query(
         "SELECT run_id, state FROM dag_run WHERE dag_id = ? AND run_type = 'asset_triggered'",
@@ -500,6 +548,24 @@ def test_callbacks_to_both_api_servers_dispatch_exactly_once(
         assert landed
         assert {json.loads(line)["request_id"] for line in landed} == {request_id}
     assert facts["duplicates"] == 0
+
+
+def test_the_fan_out_example_under_a_tight_limit_succeeds_first_try_paying_once_each(
+    production_deployment: ProductionDeployment, rate_limited_fan_out: Scenario
+) -> None:
+    af, sim, facts = production_deployment.af, production_deployment.sim, rate_limited_fan_out.facts
+    assert facts["state"] == "success", af.diagnostics()
+    mapped = [r for r in facts["rows"] if r["task_id"] in ("lookup", "land")]
+    assert Counter(r["task_id"] for r in mapped) == {"lookup": PROFILES, "land": PROFILES}
+    # No lookup used a retry: rate limits are waited out, never failed on.
+    assert {(r["state"], r["try_number"]) for r in mapped} == {("success", 1)}
+    submitted = facts["submitted"]
+    assert sorted(submitted) == [f"ratefan{n:03d}" for n in range(PROFILES)]
+    assert all(len(rids) == 1 for rids in submitted.values()), "a lookup was submitted twice"
+    request_ids = {rids[0] for rids in submitted.values()}
+    charges = [c for c in sim.ledger.charges() if c.request_id in request_ids]
+    assert Counter(c.request_id for c in charges) == dict.fromkeys(request_ids, 1)
+    assert {c.credits for c in charges} == {3}  # every profile has followers: 3 credits each
 
 
 def test_secrets_appear_nowhere_in_the_database_dump_or_any_log(

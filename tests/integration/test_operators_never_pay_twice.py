@@ -50,9 +50,9 @@ pytestmark = pytest.mark.integration
 __all__ = ["failures", "on_crash"]  # fixtures, imported for pytest
 
 
-#: 503s that fail a try after its submission: the first check is skipped on a transient error and
-#: the wait tolerates 10 in a row (max_transient_errors), so the 11th in a row ends the try.
-FAILING_STATUS_CHECKS = 12
+#: 503s that fail a try after its submission: the wait tolerates 10 in a row
+#: (max_transient_errors), so the 11th in a row ends the try.
+FAILING_STATUS_CHECKS = 11
 
 
 def has_task_state_store() -> bool:

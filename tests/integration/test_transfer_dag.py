@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -10,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_nyne.testing.simulator import NyneSimulator
 from airflow_provider_nyne.transfers.interactions_to_storage import NyneInteractionsToObjectStorageOperator
-from tests.fixtures.s3 import S3Env
 
 pytestmark = pytest.mark.integration
 
@@ -180,30 +177,3 @@ def test_failed_lookup_fails_the_task(
     run = dag.test(logical_date=LOGICAL_DATE)
     assert _land_state(run) == "failed"
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.s3
-def test_documented_dag_submit_sensor_transfer_to_s3(
-    simulator_connection: NyneSimulator, s3: S3Env, load_dag: Any
-) -> None:
-    """The README's full transfer example, run as written against the simulator and loopback S3."""
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    blocks = [block.split("```")[0] for block in readme.read_text().split("```python")[1:]]
-    (source,) = [block for block in blocks if 'dag_id="nyne_followers_to_s3"' in block]
-    source = source.replace("s3://aws_default@my-lake", f"s3://{s3.conn_id}@{s3.bucket}")
-    dag = load_dag(source, "nyne_followers_to_s3")
-    assert [type(o).__name__ for o in dag.get_task("land").outlets] == ["AssetAlias"]
-
-    run = dag.test(logical_date=LOGICAL_DATE)
-
-    assert run.state == "success", _land_state(run)
-    keys = s3.keys()
-    assert keys == [f"nyne/followers/dt=2025-01-02/{run.run_id}.parquet"]
-    assert s3.uploads() == []
-    table = pq.read_table(io.BytesIO(s3.get(keys[0])))
-    request_id = simulator_connection.ledger.submissions()[0].request_id
-    assert table.num_rows > 0
-    assert set(table.column("request_id").to_pylist()) == {request_id}
-    assert set(table.column("target_username").to_pylist()) == {"ApacheAirflow"}
-    events = _asset_events(f"s3://{s3.bucket}/{keys[0]}")
-    assert [(e["task_id"], e["extra"]["records"]) for e in events] == [("land", table.num_rows)]

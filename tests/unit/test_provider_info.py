@@ -105,3 +105,36 @@ def test_module_does_not_import_airflow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def _settings(extra: dict[str, object]) -> object:
+    from types import SimpleNamespace
+
+    from airflow_provider_nyne.hooks.nyne import settings_from_connection
+
+    conn = SimpleNamespace(
+        conn_id="nyne_form", login="key", password="secret", host=None, port=None, extra_dejson=extra
+    )
+    return settings_from_connection(conn)
+
+
+def test_form_defaults_are_what_the_hook_uses_without_extras() -> None:
+    """A connection saved from an untouched form reads exactly like one with no extras at all."""
+    defaults = {name: spec["schema"]["default"] for name, spec in CONN_FIELDS.items()}
+    assert None not in defaults.values()
+    assert _settings(defaults) == _settings({})
+
+
+def test_connection_form_starts_with_the_defaults_not_nulls() -> None:
+    """What Airflow 3.2+'s UI seeds "Extra Fields JSON" with: each field's value, here the hook's default."""
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    if not hasattr(manager, "_connection_form_widgets_from_metadata"):
+        pytest.skip("Airflow 3.1 builds the form from the hook's methods, not from conn-fields")
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    fields = HookMetaService._convert_extra_fields(manager._connection_form_widgets_from_metadata)["nyne"]
+    values = {name: field["value"] for name, field in fields.items()}
+    assert values == {name: spec["schema"]["default"] for name, spec in CONN_FIELDS.items()}
+    assert None not in values.values()

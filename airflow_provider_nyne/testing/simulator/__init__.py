@@ -4,7 +4,7 @@
 scriptable faults and a ledger; ``nyne-simulator`` (``python -m`` this package) runs it from
 the command line. It shares no code with :mod:`airflow_provider_nyne.client`, whose
 independent check it is, and does not import Airflow. How it behaves, its settings, faults,
-ledger and admin endpoints: README, section "Offline development with the simulator".
+ledger and admin endpoints: the documentation page "The simulator" (``docs/simulator.md``).
 """
 
 from __future__ import annotations

@@ -530,7 +530,7 @@ def test_delay_for_respects_max_retries_and_retry_after() -> None:
 # --- what clients of one API key share: the budget, and one pool per event loop -------------------
 
 
-async def test_clients_of_one_key_share_the_budget_and_the_loops_pool() -> None:
+async def test_clients_of_one_key_share_the_budget_and_the_loops_pool(closed_pools: set[int]) -> None:
     a = AsyncNyneClient(KEY, SECRET, base_url="http://nyne.test/")
     b = AsyncNyneClient(KEY, SECRET, base_url="http://nyne.test", timeout=5)
     other_key = AsyncNyneClient(KEY, "another-secret", base_url="http://nyne.test")
@@ -542,17 +542,17 @@ async def test_clients_of_one_key_share_the_budget_and_the_loops_pool() -> None:
     assert await b._pool() is pool
     await a.aclose()
     assert a.is_closed
-    assert not pool.is_closed  # b still uses it
+    assert id(pool) not in closed_pools  # b still uses it
     await b.aclose()
-    assert pool.is_closed  # the last client of the key in this loop closed it
+    assert id(pool) in closed_pools  # the last client of the key in this loop closed it
     await other_key.aclose()
     await other_host.aclose()
     # The sharing key holds a digest, never the credentials.
     assert all(KEY not in repr(k) and SECRET not in repr(k) for k in http_mod._KEYS)
 
 
-def test_each_event_loop_gets_its_own_pool() -> None:
-    async def pool_of(client: AsyncNyneClient) -> httpx.AsyncClient:
+def test_each_event_loop_gets_its_own_pool(closed_pools: set[int]) -> None:
+    async def pool_of(client: AsyncNyneClient) -> httpx.AsyncBaseTransport:
         return await client._pool()
 
     c1 = AsyncNyneClient(KEY, SECRET, base_url="http://loops.test")
@@ -564,11 +564,45 @@ def test_each_event_loop_gets_its_own_pool() -> None:
         assert c1.budget is c2.budget  # one budget per key and process, whatever the loop
         loop1.run_until_complete(c1.aclose())
         loop2.run_until_complete(c2.aclose())
-        assert p1.is_closed
-        assert p2.is_closed
+        assert {id(p1), id(p2)} <= closed_pools
     finally:
         loop1.close()
         loop2.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "proxy"),
+    [
+        ({}, "https://api.nyne.ai", None),
+        ({"HTTPS_PROXY": "http://proxy.test:3128"}, "https://api.nyne.ai", "http://proxy.test:3128"),
+        ({"HTTPS_PROXY": "http://proxy.test:3128"}, "http://127.0.0.1:8080", None),
+        ({"HTTP_PROXY": "http://proxy.test:3128", "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:8080", None),
+        (
+            {"ALL_PROXY": "http://proxy.test:3128", "NO_PROXY": ""},
+            "https://api.nyne.ai",
+            "http://proxy.test:3128",
+        ),
+        ({"HTTPS_PROXY": "http://proxy.test:3128", "NO_PROXY": ".nyne.ai"}, "https://api.nyne.ai", None),
+    ],
+    ids=["none", "https-proxy", "https-proxy-not-for-http", "no-proxy-host", "all-proxy", "no-proxy-domain"],
+)
+def test_proxy_environment_is_honoured(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, proxy: str | None
+) -> None:
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert http_mod._proxy_for(url) == proxy
 
 
 async def test_a_closed_client_refuses_to_send() -> None:

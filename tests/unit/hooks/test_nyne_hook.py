@@ -568,13 +568,19 @@ def fake_form_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
 
     class Field:
         def __init__(
-            self, label: str, validators: list[Any] | None = None, description: str = "", widget: Any = None
+            self,
+            label: str,
+            validators: list[Any] | None = None,
+            description: str = "",
+            widget: Any = None,
+            default: Any = None,
         ):
-            self.label, self.validators, self.description, self.widget = (
+            self.label, self.validators, self.description, self.widget, self.default = (
                 label,
                 validators or [],
                 description,
                 widget,
+                default,
             )
 
     kinds = {name: type(name, (Field,), {}) for name in ("StringField", "IntegerField", "PasswordField")}
@@ -617,6 +623,10 @@ def test_get_connection_form_widgets_with_stand_in_libraries(fake_form_libraries
     assert {name: w.label for name, w in widgets.items()} == {n: f["label"] for n, f in CONN_FIELDS.items()}
     assert type(widgets["callback_secret"].widget).__name__ == "BS3PasswordFieldWidget"
     assert [type(v).__name__ for v in widgets["max_retries"].validators] == ["Optional", "NumberRange"]
+    # The form starts from the values the hook uses when an extra is not set.
+    assert {name: w.default for name, w in widgets.items()} == {
+        name: spec["schema"]["default"] for name, spec in CONN_FIELDS.items()
+    }
 
 
 def test_get_connection_form_widgets_with_flask_appbuilder() -> None:

@@ -564,9 +564,10 @@ def test_wait_defers_on_the_trigger_with_an_absolute_deadline() -> None:
     before = time.time()
     with pytest.raises(TaskDeferred) as info:
         op.execute(ctx)
-    # The id was kept before deferring; one status check happened first.
+    # The id was kept before deferring; a lookup submitted just now is not checked before waiting
+    # (it cannot have finished: the request would only spend the rate limit).
     assert ctx["ti"].xcom == {"request_id": "req-new-1"}
-    assert hook.polled == ["req-new-1"]
+    assert hook.polled == []
     trigger = info.value.trigger
     assert isinstance(trigger, NyneInteractionsTrigger)
     _, kwargs = trigger.serialize()
@@ -962,12 +963,16 @@ def test_a_killed_try_that_finishes_in_its_last_seconds_keeps_the_record(
         def release(self) -> None:
             self.released = True
 
+    class KilledWhileChecking(FakeHook):
+        def get_interactions_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
+            op.on_kill()  # SIGTERM while the status is read; the answer still arrives: completed
+            return super().get_interactions_status(request_id, deadline=deadline)
+
     store = VariableLike()
+    store.value = {"request_id": "req-old", "fingerprint": fingerprint()}  # a previous try's lookup
     monkeypatch.setattr(request_state, "request_state_store", lambda context: store)
-    hook = FakeHook()
+    hook = KilledWhileChecking({"req-old": completed("req-old")})
     op = make(hook, wait_for_completion=True, deferrable=False)
-    hook.on_send = op.on_kill  # killed, but the POST was already on its way and the job completes
-    hook.statuses["req-new-1"] = completed("req-new-1")
-    op.execute(context())
+    assert op.execute(context())["request_id"] == "req-old"
     assert store.released is False
-    assert store.value["request_id"] == "req-new-1"
+    assert store.value["request_id"] == "req-old"
