@@ -122,11 +122,11 @@ budget fails without sending anything.
             if url and url not in seen:
                 path = f"{prefix}/{_handle(url)}.jsonl"
                 seen[url] = {"url": url, "max_results": int(params["max_results"]), "path": path}
-        # [START fan_out_balance]
+        # [START nyne_fan_out_balance]
         from airflow_provider_nyne.utils.credits import require_balance_for
 
         balance = require_balance_for(len(seen), minimum=int(params["min_credit_balance"]))
-        # [END fan_out_balance]
+        # [END nyne_fan_out_balance]
         print(f"Balance {balance} credits covers {len(seen)} lookups of up to 3 credits each")
         return list(seen.values())
 

@@ -636,15 +636,16 @@ class CallbackService:
         """
         if isinstance(exc, SQLAlchemyError):
             try:
-                missing = not inspect(self.backend.engine()).has_table(store.TABLE_NAME)
+                inspector = inspect(self.backend.engine())
+                missing = [name for name in store.metadata.tables if not inspector.has_table(name)]
             except Exception:
-                missing = False
+                missing = []
             if missing:
                 log.error(
                     "%s: table %s does not exist. Run `airflow db migrate` with the Nyne DB manager "
                     "enabled (see the README: Callbacks, Set-up)",
                     what,
-                    store.TABLE_NAME,
+                    ", ".join(missing),
                 )
                 return
         log.error("%s", what, exc_info=exc)

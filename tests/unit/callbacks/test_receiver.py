@@ -894,10 +894,14 @@ def test_credit_routes_answer_with_a_deployment_secret_even_without_callbacks(
         assert client.post(_path(ASSET_TARGET, "deployment-secret"), json=_data()).status_code == 404
 
 
-def test_a_database_failure_is_503_and_says_try_again(client: TestClient, fake_backend: FakeBackend) -> None:
-    with Session(fake_backend.engine()) as session, session.begin():
-        store.reservations_table.drop(session.connection())
-    answer = _signed(client, "reserve", _credit_body(0, budget=3))
+def test_a_missing_credit_table_is_503_and_the_log_names_the_fix(
+    client: TestClient, fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.reservations_table.drop(fake_backend.engine())
+    with caplog.at_level(logging.ERROR, logger="airflow_provider_nyne.callbacks.receiver"):
+        answer = _signed(client, "reserve", _credit_body(0, budget=3))
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "1"
     assert "try again" in answer.json()["detail"]
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "table nyne_credit_reservation does not exist. Run `airflow db migrate`" in message
