@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_nyne.testing.simulator import NyneSimulator
-from tests.fixtures.airflow_processes import AirflowProcesses, deployment_env
+from tests.e2e.one_dag import one_dag_deployment, quiet_simulator
+from tests.fixtures.airflow_processes import AirflowProcesses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -74,41 +75,22 @@ def dag_source(barrier: Path) -> str:
 
 @pytest.fixture
 def sim() -> Iterator[NyneSimulator]:
-    with NyneSimulator(
-        api_key=f"raceKEY{secrets.token_hex(8)}",
-        api_secret=f"raceSECRET{secrets.token_hex(12)}",
-        job_duration=0.5,
-        rate_limit_per_minute=None,
-        rate_limit_per_hour=None,
-    ) as simulator:
+    with quiet_simulator("race") as simulator:
         yield simulator
 
 
 @pytest.fixture
 def deployment(sim: NyneSimulator, tmp_path: Path) -> Iterator[AirflowProcesses]:
-    home = tmp_path / "airflow"
-    dags = home / "dags"
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    env = deployment_env(
-        home,
-        dags_folder=dags,
-        extra={
-            **sim.airflow_env(),
-            # The credit routes of the provider's plugin answer once a deployment secret is set.
-            "AIRFLOW__NYNE__CALLBACK_SECRET": f"race-{secrets.token_hex(16)}",
-            "AIRFLOW__CORE__PARALLELISM": str(TASKS + 4),
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(TASKS),
-        },
-    )
-    (dags / f"{DAG_ID}.py").write_text(dag_source(barrier))
-    with AirflowProcesses(home, env) as af:
-        af.run_cli("db", "migrate")
-        af.start_all()
-        af.wait_for_dag(DAG_ID)
-        af.run_cli("dags", "unpause", DAG_ID)
+    extra = {
+        # The credit routes of the provider's plugin answer once a deployment secret is set.
+        "AIRFLOW__NYNE__CALLBACK_SECRET": f"race-{secrets.token_hex(16)}",
+        "AIRFLOW__CORE__PARALLELISM": str(TASKS + 4),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(TASKS),
+    }
+    with one_dag_deployment(tmp_path, sim, DAG_ID, dag_source(barrier), extra=extra) as af:
         yield af
-    assert af.leftover_processes() == []
 
 
 def _mapped_states(af: AirflowProcesses, run_id: str) -> dict[int, str]:

@@ -15,7 +15,6 @@ reconnects to it: one submission, one charge.
 
 from __future__ import annotations
 
-import secrets
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,8 @@ import httpx
 import pytest
 
 from airflow_provider_nyne.testing.simulator import NyneSimulator
-from tests.fixtures.airflow_processes import AirflowProcesses, deployment_env
+from tests.e2e.one_dag import one_dag_deployment, quiet_simulator
+from tests.fixtures.airflow_processes import AirflowProcesses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -62,40 +62,21 @@ DAG_SOURCE = textwrap.dedent(
 
 @pytest.fixture
 def sim() -> Iterator[NyneSimulator]:
-    with NyneSimulator(
-        api_key=f"killKEY{secrets.token_hex(8)}",
-        api_secret=f"killSECRET{secrets.token_hex(12)}",
-        job_duration=0.5,
-        rate_limit_per_minute=None,
-        rate_limit_per_hour=None,
-    ) as simulator:
+    with quiet_simulator("kill") as simulator:
         yield simulator
 
 
 @pytest.fixture
 def deployment(sim: NyneSimulator, tmp_path: Path) -> Iterator[AirflowProcesses]:
-    home = tmp_path / "airflow"
-    dags = home / "dags"
-    env = deployment_env(
-        home,
-        dags_folder=dags,
-        extra={
-            **sim.airflow_env(),
-            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "False",
-            # A killed task learns it from its next heartbeat: every second, not every five.
-            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
-            # The REST API without a login, for marking tasks failed as a user would in the UI.
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        },
-    )
-    (dags / f"{DAG_ID}.py").write_text(DAG_SOURCE)
-    with AirflowProcesses(home, env) as af:
-        af.run_cli("db", "migrate")
-        af.start_all()
-        af.wait_for_dag(DAG_ID)
-        af.run_cli("dags", "unpause", DAG_ID)
+    extra = {
+        "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "False",
+        # A killed task learns it from its next heartbeat: every second, not every five.
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        # The REST API without a login, for marking tasks failed as a user would in the UI.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+    }
+    with one_dag_deployment(tmp_path, sim, DAG_ID, DAG_SOURCE, extra=extra) as af:
         yield af
-    assert af.leftover_processes() == []
 
 
 def _request_id(sim: NyneSimulator, username: str) -> str:

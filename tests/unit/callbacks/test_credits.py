@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from airflow_provider_nyne.callbacks import credits, store
 from airflow_provider_nyne.utils.credits import Reservation, ReservationKey
+from tests.unit.callbacks.conftest import FakeBackend
 
 Sessions = Callable[[], AbstractContextManager[Session]]
 
@@ -28,21 +29,8 @@ def key(
 
 
 def session_factory(engine: Engine) -> Sessions:
-    made = sessionmaker(engine)
-
-    @contextmanager
-    def sessions() -> Iterator[Session]:
-        session = made()
-        try:
-            yield session
-            session.commit()
-        except Exception:
-            session.rollback()
-            raise
-        finally:
-            session.close()
-
-    return sessions
+    """Sessions committed on success, as the receiver's backend gives them."""
+    return FakeBackend(engine).session
 
 
 @pytest.fixture(scope="module")

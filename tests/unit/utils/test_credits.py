@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import create_engine
 
@@ -25,6 +22,7 @@ from airflow_provider_nyne.utils.credits import (
     check_balance,
 )
 from tests.fixtures.airflow_processes import free_port
+from tests.fixtures.asgi import serve
 from tests.unit.callbacks.conftest import SECRET, FakeBackend
 
 
@@ -53,24 +51,15 @@ def test_the_floor_counts_every_lookup_about_to_be_sent() -> None:
 
 @pytest.fixture
 def guard_url(tmp_path: Path) -> Iterator[str]:
-    """The receiver app (credit routes on, callbacks off) on a SQLite file, served by uvicorn on loopback."""
+    """The receiver app (credit routes on, callbacks off) on a SQLite file, served on loopback."""
     engine = create_engine(f"sqlite:///{tmp_path / 'guard.db'}")
     store.metadata.create_all(engine)
     # Callbacks off, a deployment secret on: the credit routes answer (nyne_default signs with its own).
     service = CallbackService(FakeBackend(engine), enabled=False, config_secret=lambda: "deployment-secret")
     api_server = FastAPI()
     api_server.mount(URL_PREFIX, create_app(service))  # as the api-server mounts the plugin's app
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api_server, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the receiver did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve(api_server) as url:
+        yield url
     engine.dispose()
 
 
