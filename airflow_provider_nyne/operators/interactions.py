@@ -335,7 +335,6 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             self._release_credits(hold)
             raise AirflowException(f"Nyne: {err}; nothing was submitted, a retry will try again") from err
         self.note_request(None, self._after_kill(store if recorded else None, None))
-        self.log.info("Submitting Nyne %s lookup for %s", request.interaction_type, request.target)
         if self.killed:
             # Killed between the guard and the POST: Airflow lets the process run a few seconds more.
             store.clear_submission()
@@ -344,6 +343,7 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             raise AirflowException(
                 "Nyne: the task was killed before its lookup was sent; nothing was submitted"
             )
+        self.log.info("Submitting Nyne %s lookup for %s", request.interaction_type, request.target)
         # Waiting for room under the rate limit: briefly when the task can defer, else up to its timeout.
         deadline = time.time() + (SUBMIT_WAIT_IN_WORKER if self.deferrable else self.timeout)
         try:

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 DAG_ID = "nyne_credit_race"
 TASKS = 20
 BUDGET = 15  # credits: 5 lookups
+SIGNING_SECRET = f"race-{secrets.token_hex(16)}"
 #: How long the barrier waits for all 20 task processes (they start one after another on a busy machine).
 BARRIER_SECONDS = 400
 
@@ -85,7 +86,7 @@ def deployment(sim: NyneSimulator, tmp_path: Path) -> Iterator[AirflowProcesses]
     barrier.mkdir()
     extra = {
         # The credit routes of the provider's plugin answer once a deployment secret is set.
-        "AIRFLOW__NYNE__CALLBACK_SECRET": f"race-{secrets.token_hex(16)}",
+        "AIRFLOW__NYNE__CALLBACK_SECRET": SIGNING_SECRET,
         "AIRFLOW__CORE__PARALLELISM": str(TASKS + 4),
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(TASKS),
     }
@@ -135,6 +136,12 @@ def test_twenty_mapped_tasks_racing_for_five_lookups_submit_exactly_five(
         ]
         assert "15 are reserved by its other lookups and 0 left" in log
         assert "Submitting Nyne" not in log
+
+    # No credential reached a log: the signing secret, the API key and secret.
+    logs = "".join(path.read_text(errors="replace") for path in (af.home / "logs").rglob("*.log"))
+    logs += "".join(af.log_text(name) for name in ("api-server", "scheduler"))
+    for secret in (SIGNING_SECRET, sim.api_key, sim.api_secret):
+        assert secret not in logs
 
     # The provider's tables agree: 15 credits reserved, five reservations.
     [(reserved,)] = af.query("SELECT reserved FROM nyne_credit_budget WHERE dag_id = ?", (DAG_ID,))
