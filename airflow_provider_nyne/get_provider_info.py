@@ -73,7 +73,9 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "callback_secret": {
         "label": "Callback signing secret",
         "description": "Secret used to sign callback URLs received by the Airflow api-server.",
-        "schema": {"type": ["string", "null"], "format": "password", "default": ""},
+        # No default: Airflow's form shows a sensitive default as "***" and an untouched form would
+        # save that mask as the secret. The field starts empty (null) and stays unset unless filled.
+        "schema": {"type": ["string", "null"], "format": "password"},
     },
 }
 

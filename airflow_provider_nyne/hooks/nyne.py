@@ -181,6 +181,14 @@ def settings_from_connection(conn: Any) -> NyneConnectionSettings:
             field="callback_allowed_hosts",
         )
     secret = _extra(extras, "callback_secret")
+    if secret and not str(secret).strip("*"):
+        # What Airflow's forms show in place of a sensitive value, saved as if it were one: a
+        # secret everybody knows would sign callback URLs.
+        raise NyneValidationError(
+            f"connection {conn_id!r}: extra field 'callback_secret' holds {secret!r}, a masked placeholder, "
+            "not a secret: set a real secret (e.g. `openssl rand -hex 32`) or remove the field",
+            field="callback_secret",
+        )
     if secret:
         mask_secret(str(secret))
     return NyneConnectionSettings(

@@ -625,7 +625,7 @@ def test_get_connection_form_widgets_with_stand_in_libraries(fake_form_libraries
     assert [type(v).__name__ for v in widgets["max_retries"].validators] == ["Optional", "NumberRange"]
     # The form starts from the values the hook uses when an extra is not set.
     assert {name: w.default for name, w in widgets.items()} == {
-        name: spec["schema"]["default"] for name, spec in CONN_FIELDS.items()
+        name: spec["schema"].get("default") for name, spec in CONN_FIELDS.items()
     }
 
 
@@ -638,3 +638,22 @@ def test_get_connection_form_widgets_with_flask_appbuilder() -> None:
     assert widgets["max_retries"].field_class is IntegerField
     assert widgets["callback_secret"].field_class is PasswordField
     assert widgets["timeout"].field_class is StringField
+
+
+@pytest.mark.parametrize("masked", ["***", "*", "********"])
+def test_a_masked_placeholder_is_never_taken_for_the_callback_secret(masked: str) -> None:
+    # Airflow's forms show sensitive values as "***"; saved as they were, they would make a
+    # signing secret everybody knows.
+    from types import SimpleNamespace
+
+    conn = SimpleNamespace(
+        conn_id="nyne_form",
+        login="key",
+        password="secret",
+        host=None,
+        port=None,
+        extra_dejson={"callback_secret": masked},
+    )
+    with pytest.raises(NyneValidationError, match="masked placeholder") as info:
+        settings_from_connection(conn)
+    assert info.value.field == "callback_secret"
