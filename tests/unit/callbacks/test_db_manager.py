@@ -118,6 +118,21 @@ def test_downgrade_to_base_removes_the_table(connection: Connection) -> None:
     assert not inspect(connection).has_table(store.TABLE_NAME)
 
 
+def test_a_1_1_database_gains_the_credit_tables_and_keeps_its_callbacks(connection: Connection) -> None:
+    _migrate(connection, CALLBACKS_BY_URL)
+    assert not CREDIT_TABLES & set(inspect(connection).get_table_names())
+    store.insert_record(
+        connection,
+        store.CallbackRecord(
+            request_id="req-1", correlation_id="cid-1", status="completed", payload_json="{}"
+        ),
+    )
+    _migrate(connection, "head")
+    assert _revision(connection) == HEAD
+    assert set(inspect(connection).get_table_names()) >= CREDIT_TABLES
+    assert store.get_record(connection, "cid-1", "req-1") is not None
+
+
 def test_a_table_made_by_1_0_is_adopted_and_its_rows_kept(connection: Connection) -> None:
     _METADATA_1_0.create_all(connection)
     when = datetime(2026, 1, 1)
