@@ -117,7 +117,7 @@ def _option(description: str, example: str | None = None, *, sensitive: bool = F
     return option
 
 
-#: Options of the ``[nyne]`` configuration section (callback mode).
+#: Options of the ``[nyne]`` configuration section (callback mode and the credit guard).
 CONFIG_OPTIONS: dict[str, dict[str, Any]] = {
     "callback_base_url": _option(
         "Public root URL of the Airflow api-server as Nyne reaches it; required for wait_mode='callback'. "
@@ -125,13 +125,14 @@ CONFIG_OPTIONS: dict[str, dict[str, Any]] = {
         "https://airflow.example.com",
     ),
     "callback_secret": _option(
-        "Deployment-wide secret that signs callback URLs (recommended); a nyne connection's own "
-        "callback_secret extra wins but signs only for that connection's tasks and nyne:// Assets.",
+        "Deployment-wide secret that signs callback URLs and the credit guard's requests (recommended); "
+        "a nyne connection's own callback_secret extra wins but signs only for that connection's tasks "
+        "and nyne:// Assets. Setting it also turns on the credit guard's routes in the api-server.",
         sensitive=True,
     ),
     "callback_internal_url": _option(
-        "api-server root as triggerers and workers reach it (default: the root of "
-        "[core] execution_api_server_url).",
+        "api-server root as triggerers and workers reach it, for the callback mailbox and the credit "
+        "guard (default: the root of [core] execution_api_server_url).",
         "http://airflow-api-server:8080",
     ),
     "callback_max_body_bytes": _option("Largest callback body accepted (default 10485760).", "10485760"),
@@ -201,7 +202,10 @@ def get_provider_info() -> dict[str, Any]:
         # Discovered by Airflow 3.2+; 3.1 needs [database] external_db_managers (docs/callbacks.md, Set-up).
         "db-managers": [DB_MANAGER_CLASS],
         "config": {
-            "nyne": {"description": "Receiving Nyne callbacks in the api-server.", "options": CONFIG_OPTIONS}
+            "nyne": {
+                "description": "Nyne callbacks and the credit guard, in the api-server.",
+                "options": CONFIG_OPTIONS,
+            }
         },
         "connection-types": [
             {

@@ -5,6 +5,12 @@ budget (the ``nyne`` connection's ``rate_limit_per_minute``/``rate_limit_per_hou
 defaults 60 and 1,000, corrected by the API's rate-limit headers), so hundreds of lookups run
 at the pace the account allows and none fails on a 429. No pool is needed for that.
 
+Credits: the planning task reads the account's balance (the free ``GET /usage``) and fails
+the run before anything is mapped when it does not cover 3 credits per profile plus the
+``min_credit_balance`` param. The ``credit_budget`` param (credits, empty for none) caps what
+the run's lookups may spend, enforced by the provider's plugin in the api-server (it needs
+``[nyne] callback_secret`` on the workers and the api-server).
+
 Knobs (environment, read at parse time without I/O): ``NYNE_EXAMPLE_OUTPUT_BASE`` (default
 ``file:///tmp/nyne-examples``; the Variable ``nyne_example_output_base`` wins at run time),
 ``NYNE_EXAMPLE_POLL_INTERVAL`` (seconds before the first status poll, default 10).
@@ -64,6 +70,15 @@ with DAG(
             description="Twitter/X or Instagram profile URLs: one lookup each",
         ),
         "max_results": Param(100, type="integer", minimum=10, maximum=1000, description="10-1000"),
+        "min_credit_balance": Param(
+            0, type="integer", minimum=0, description="credits that must remain after the whole fan-out"
+        ),
+        "credit_budget": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="credits this run's lookups may spend in all (3 each); empty: no cap",
+        ),
     },
     doc_md="""
 ### Nyne fan-out: many profiles, one run
@@ -73,12 +88,18 @@ trigger the DAG), lands each result in its own file and reports the counts:
 
 `<base>/fan_out/dt=<YYYY-MM-DD>/<run_id>/<account>.jsonl`
 
-* **plan_targets** de-duplicates the list and decides each destination.
+* **plan_targets** de-duplicates the list, decides each destination, and checks that the
+  account's balance covers the whole fan-out (3 credits a profile, plus `min_credit_balance`)
+  before anything is mapped: reading the balance is free, a refused run costs nothing.
 * **lookup** / **land** are mapped: one instance per profile. Each lookup submits, then waits in
   the triggerer (no worker slot held). Every request of every lookup takes its turn in the API
   key's request budget (60/minute and 1,000/hour unless the connection says otherwise), so the
   fan-out runs at the pace the account allows, and a `429` never fails a lookup.
 * **report** logs a table of records per profile and returns the totals.
+
+Set `credit_budget` to cap what one run may spend, even when runs overlap: each lookup
+reserves its 3 credits at the Airflow api-server before it submits, and a lookup past the
+budget fails without sending anything.
 
 `<base>` is the Variable `nyne_example_output_base`, else the environment variable
 `NYNE_EXAMPLE_OUTPUT_BASE`, else `file:///tmp/nyne-examples`.
@@ -101,6 +122,12 @@ trigger the DAG), lands each result in its own file and reports the counts:
             if url and url not in seen:
                 path = f"{prefix}/{_handle(url)}.jsonl"
                 seen[url] = {"url": url, "max_results": int(params["max_results"]), "path": path}
+        # [START nyne_fan_out_balance]
+        from airflow_provider_nyne.utils.credits import require_balance_for
+
+        balance = require_balance_for(len(seen), minimum=int(params["min_credit_balance"]))
+        # [END nyne_fan_out_balance]
+        print(f"Balance {balance} credits covers {len(seen)} lookups of up to 3 credits each")
         return list(seen.values())
 
     targets = plan_targets()
@@ -112,6 +139,7 @@ trigger the DAG), lands each result in its own file and reports the counts:
         wait_for_completion=True,
         poll_interval=POLL_INTERVAL,
         timeout=timedelta(hours=2),
+        credit_budget="{{ params.credit_budget }}",  # "None" when empty: no cap
     ).expand_kwargs(targets.map(_submit_kwargs))
 
     land = NyneInteractionsToObjectStorageOperator.partial(task_id="land", format="jsonl").expand_kwargs(

@@ -13,7 +13,8 @@ option (env variable)           meaning                                         
 ==============================  ================================================  ==============
 
 Until ``callback_base_url`` is set on the api-server, the receiver answers ``404`` to
-everything and never touches the database.
+everything and never touches the database; the credit guard's routes answer as soon as
+``callback_base_url`` or ``callback_secret`` is set (:func:`credits_enabled`).
 
 Secret precedence: the ``nyne`` connection's ``callback_secret`` extra wins; the
 ``[nyne] callback_secret`` option is the deployment-wide fallback (and the recommended
@@ -37,11 +38,13 @@ __all__ = [
     "CallbackConfigError",
     "base_url",
     "config_secret",
+    "credits_enabled",
     "internal_url",
     "max_body_bytes",
     "receiver_enabled",
     "resume_deferred",
     "retention_seconds",
+    "signing_secret",
 ]
 
 SECTION = "nyne"
@@ -99,6 +102,26 @@ def receiver_enabled() -> bool:
 def config_secret() -> str | None:
     """The deployment-wide signing secret (``[nyne] callback_secret``), if set."""
     return _option("callback_secret")
+
+
+def signing_secret(connection_secret: str | None) -> str | None:
+    """
+    The secret that signs for a connection: its own ``callback_secret`` extra, else ``[nyne] callback_secret``.
+
+    :param connection_secret: the connection's ``callback_secret`` extra, if any
+    """
+    return connection_secret or config_secret()
+
+
+def credits_enabled() -> bool:
+    """
+    Whether the api-server answers the credit guard's routes.
+
+    They need no public URL (workers reach them at :func:`internal_url`), only a secret to
+    check signatures with: on when ``[nyne] callback_base_url`` or ``[nyne] callback_secret``
+    is set.
+    """
+    return receiver_enabled() or config_secret() is not None
 
 
 def internal_url() -> str | None:

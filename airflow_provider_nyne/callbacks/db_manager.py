@@ -1,6 +1,7 @@
-"""The callback receiver's table under Airflow's DB manager: ``airflow db migrate`` creates and upgrades it, ``airflow db reset`` drops it.
+"""The provider's tables under Airflow's DB manager: ``airflow db migrate`` creates and upgrades them, ``airflow db reset`` drops them.
 
-:class:`NyneCallbackDBManager` owns the ``nyne_callback`` table (schema:
+:class:`NyneCallbackDBManager` owns the ``nyne_callback`` table and the credit guard's
+``nyne_credit_budget`` and ``nyne_credit_reservation`` (schema:
 :data:`~airflow_provider_nyne.callbacks.store.metadata`) with its own Alembic migrations
 (``callbacks/migrations``) and its own version table (``alembic_version_nyne``), the way the
 Edge and FAB providers own theirs. How Airflow finds it:
@@ -35,11 +36,12 @@ VERSION_TABLE = "alembic_version_nyne"
 _REVISION_HEADS_MAP: dict[str, str] = {
     "1.0.0": "686b7dc1472d",
     "1.1.0": "122186509935",
+    "1.2.0": "0e51a090a723",
 }
 
 
 class NyneCallbackDBManager(BaseDBManager):
-    """Creates, upgrades and drops the Nyne callback receiver's table with Airflow's own ``db`` commands."""
+    """Creates, upgrades and drops the provider's tables (callbacks, credit reservations) with Airflow's own ``db`` commands."""
 
     metadata = store.metadata
     version_table_name = VERSION_TABLE
@@ -70,7 +72,7 @@ class NyneCallbackDBManager(BaseDBManager):
 
     def initdb(self, use_migration_files: bool = False) -> None:
         """
-        Create the table on a new database, or upgrade what is there (a 1.0 table included).
+        Create the tables on a new database, or upgrade what is there (a 1.0 table included).
 
         :param use_migration_files: run the migrations even on a new database
         """
@@ -97,7 +99,7 @@ class NyneCallbackDBManager(BaseDBManager):
         """
         from alembic import command
 
-        self.log.info("Upgrading the Nyne callback table")
+        self.log.info("Upgrading the Nyne callback and credit tables")
         self._release_locks()
         config = self.get_alembic_config()
         revision = to_revision or "heads"

@@ -30,6 +30,16 @@ and nothing touches the database:
   yet. Read by :class:`~airflow_provider_nyne.triggers.callbacks.NyneCallbackTrigger` and by
   :func:`~airflow_provider_nyne.callbacks.assets.fetch_callback_status`.
 * ``GET /health``: ``200 {"status": "ok"}`` for load balancers (``?db=1`` also reads the table).
+* ``POST /v1/credits/reserve`` and ``POST /v1/credits/release``: the credit guard of
+  submit tasks with ``credit_budget`` (see :mod:`~airflow_provider_nyne.callbacks.credits`).
+  The JSON body names the task instance, the connection, the lookup's fingerprint and the
+  budget (reserve) or the reservation id (release), and is signed with the connection's
+  signing secret in the ``X-Nyne-Credits-Signature`` header (same precedence as callbacks:
+  the connection's ``callback_secret``, else ``[nyne] callback_secret``). A body larger than
+  8 KiB, unreadable, or not signed answers the uniform ``404``; a signed one with a bad field
+  ``400``. Reserve answers ``200`` with the reservation, ``409`` when the budget would be
+  exceeded; release ``200`` with ``{"released": ...}``; both ``503`` when the database fails.
+  These routes answer once ``[nyne] callback_base_url`` or ``[nyne] callback_secret`` is set.
 
 Whatever the method or the path below ``/v1/callback/``, the token never reaches a log: the
 path every access log reads is rewritten before the request is routed. Old rows are purged
@@ -62,7 +72,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from airflow_provider_nyne.callbacks import config, store
+from airflow_provider_nyne.callbacks import config, credits, store
 from airflow_provider_nyne.callbacks.events import (
     CallbackPayloadError,
     canonical_json,
@@ -72,11 +82,14 @@ from airflow_provider_nyne.callbacks.events import (
 )
 from airflow_provider_nyne.callbacks.tokens import (
     CALLBACK_PATH,
+    CREDITS_PATH,
+    CREDITS_SIGNATURE_HEADER,
     MAILBOX_PATH,
     TOKEN_HEADER,
     CallbackTarget,
     connection_secret_may_sign,
     decode_correlation_id,
+    verify_credit_request,
     verify_token,
 )
 from airflow_provider_nyne.client.errors import NyneResponseError
@@ -103,6 +116,8 @@ DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_PURGE_INTERVAL = 3600.0
 #: Longest text copied from a callback into an Asset event's extra or a log line.
 MAX_COPIED_TEXT = 200
+#: Largest credit guard request body read (a few short ids and numbers).
+MAX_CREDITS_BODY = 8 * 1024
 # What an Airflow connection id can look like; anything else is not looked up at all.
 _CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
 # Distinct connection ids remembered for "logged once" (a bound: ids come from unauthenticated URLs).
@@ -293,6 +308,11 @@ class CallbackService:
         return config.receiver_enabled() if self._enabled is None else self._enabled
 
     @property
+    def credits_enabled(self) -> bool:
+        """Whether the credit guard's routes answer (see :func:`~airflow_provider_nyne.callbacks.config.credits_enabled`)."""
+        return self.enabled or bool(self._config_secret())
+
+    @property
     def max_body_bytes(self) -> int:
         """The body cap in bytes."""
         if self._max_body_bytes is None:
@@ -367,6 +387,72 @@ class CallbackService:
                 return
             self._warned_connections.add(conn_id)
         log.warning(message, conn_id)
+
+    # Credit guard ---------------------------------------------------------------------------
+
+    def authenticate_credits(self, body: bytes, signature: str) -> dict[str, Any] | None:
+        """
+        The decoded body of a credit guard request when ``signature`` signs it, else ``None``.
+
+        The body names the connection whose secret signs it, so it is decoded first; every
+        failure (not JSON, no usable connection id, no secret, wrong signature) gives the same
+        ``None``.
+
+        :param body: the request body, as received
+        :param signature: the ``X-Nyne-Credits-Signature`` header
+        """
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        conn_id = data.get("conn_id") if isinstance(data, dict) else None
+        if not isinstance(conn_id, str) or not _CONN_ID.fullmatch(conn_id):
+            return None
+        secret, _ = self.secret_for(conn_id)
+        if not verify_credit_request(secret, body, signature):
+            return None
+        return data
+
+    def reserve_credits(self, data: Mapping[str, Any]) -> credits.Reservation:
+        """
+        Reserve one lookup's credits in its run's budget (idempotent per task instance and lookup).
+
+        :param data: an authenticated request body
+        :raises CreditRequestError: naming a bad field
+        """
+        key = credits.ReservationKey.from_json(data)
+        budget = credits.check_budget(data.get("budget"))
+        result = credits.reserve_with_retries(self.backend.session, key, budget)
+        label = f"{key.dag_id}.{key.task_id}[{key.map_index}] @ {key.run_id}"
+        if not result.granted:
+            log.warning(
+                "Nyne credit budget refused %s: %d of %d credits reserved (connection %r)",
+                label,
+                result.reserved,
+                result.budget,
+                key.conn_id,
+            )
+        elif not result.repeated:
+            log.info("Nyne credits reserved for %s: %d of %d", label, result.reserved, result.budget)
+        return result
+
+    def release_credits(self, data: Mapping[str, Any]) -> bool:
+        """
+        Give a reservation's credits back (the submission proved it was not accepted).
+
+        :param data: an authenticated request body with ``reservation_id``
+        :raises CreditRequestError: naming a bad field
+        """
+        key = credits.ReservationKey.from_json(data)
+        reservation_id = data.get("reservation_id")
+        if not isinstance(reservation_id, str) or not reservation_id or len(reservation_id) > 32:
+            raise credits.CreditRequestError("reservation_id must be the id the reservation was granted")
+        released = credits.release_with_retries(self.backend.session, key, reservation_id)
+        if released:
+            log.info(
+                "Nyne credits released for %s.%s[%d] @ %s", key.dag_id, key.task_id, key.map_index, key.run_id
+            )
+        return released
 
     # Verification -----------------------------------------------------------------------
 
@@ -523,10 +609,13 @@ class CallbackService:
 
     def purge(self) -> int:
         """Delete rows older than the retention period; returns how many went."""
+        removed = 0
         with self.backend.session() as session:
-            removed = store.purge_older_than(session, self.retention)
+            if self.enabled:
+                removed += store.purge_older_than(session, self.retention)
+            removed += credits.purge_older_than(session, self.retention)
         if removed:
-            log.info("Purged %d Nyne callbacks older than %s", removed, self.retention)
+            log.info("Purged %d Nyne callback and credit rows older than %s", removed, self.retention)
         return removed
 
     async def purge_forever(self) -> None:
@@ -547,15 +636,16 @@ class CallbackService:
         """
         if isinstance(exc, SQLAlchemyError):
             try:
-                missing = not inspect(self.backend.engine()).has_table(store.TABLE_NAME)
+                inspector = inspect(self.backend.engine())
+                missing = [name for name in store.metadata.tables if not inspector.has_table(name)]
             except Exception:
-                missing = False
+                missing = []
             if missing:
                 log.error(
                     "%s: table %s does not exist. Run `airflow db migrate` with the Nyne DB manager "
                     "enabled (see the README: Callbacks, Set-up)",
                     what,
-                    store.TABLE_NAME,
+                    ", ".join(missing),
                 )
                 return
         log.error("%s", what, exc_info=exc)
@@ -618,7 +708,10 @@ class _ReceiverGuard:
         raw = scope.get("raw_path")
         if isinstance(raw, bytes):
             scope["raw_path"] = _masked(raw.decode("latin-1")).encode("latin-1")
-        if not self.service.enabled:
+        enabled = self.service.enabled
+        if not enabled and isinstance(path, str) and f"{CREDITS_PATH}/" in path:
+            enabled = self.service.credits_enabled
+        if not enabled:
             await _not_found()(inner, receive, send)
             return
         await self.app(inner, receive, send)
@@ -679,7 +772,7 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The api-server enters mounted apps' lifespans at start. Nothing is created here:
         # the table belongs to `airflow db migrate`.
-        purger = asyncio.create_task(svc.purge_forever()) if svc.enabled else None
+        purger = asyncio.create_task(svc.purge_forever()) if svc.credits_enabled else None
         try:
             yield
         finally:
@@ -755,6 +848,50 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
             },
             status_code=200,
         )
+
+    async def _credit_request(request: Request) -> dict[str, Any] | Response:
+        """The authenticated body of a credit guard request, or the uniform 404."""
+        try:
+            body = await asyncio.wait_for(_read_capped(request, MAX_CREDITS_BODY), svc.body_timeout)
+        except (ClientDisconnect, asyncio.TimeoutError):
+            return _not_found()
+        if body is None:
+            return _not_found()
+        signature = request.headers.get(CREDITS_SIGNATURE_HEADER, "")
+        data = await run_in_threadpool(svc.authenticate_credits, body, signature)
+        return _not_found() if data is None else data
+
+    async def _credit_answer(work: Callable[[], Response], what: str) -> Response:
+        try:
+            return await run_in_threadpool(work)
+        except credits.CreditRequestError as exc:
+            return _error(400, str(exc))
+        except Exception as exc:
+            svc.explain_failure(exc, f"Nyne credit guard: {what} failed; answering 503")
+            return _error(503, f"credit {what} not recorded; try again", {"Retry-After": "1"})
+
+    @app.post(CREDITS_PATH + "/reserve")
+    async def reserve(request: Request) -> Response:
+        data = await _credit_request(request)
+        if isinstance(data, Response):
+            return data
+
+        def work() -> Response:
+            result = svc.reserve_credits(data)
+            return JSONResponse(result.to_json(), status_code=200 if result.granted else 409)
+
+        return await _credit_answer(work, "reservation")
+
+    @app.post(CREDITS_PATH + "/release")
+    async def release(request: Request) -> Response:
+        data = await _credit_request(request)
+        if isinstance(data, Response):
+            return data
+
+        def work() -> Response:
+            return JSONResponse({"released": svc.release_credits(data)})
+
+        return await _credit_answer(work, "release")
 
     async def _mailbox(correlation_id: str, token: str, request: Request) -> Response:
         auth = await run_in_threadpool(svc.authenticate, correlation_id, token)

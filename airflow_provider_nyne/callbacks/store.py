@@ -1,4 +1,4 @@
-"""The provider's own table in the Airflow metadata database: one row per received callback.
+"""The provider's own tables in the Airflow metadata database: received callbacks, and credit reservations.
 
 The table (``nyne_callback``) is created and upgraded by ``airflow db migrate`` and dropped
 by ``airflow db reset`` through
@@ -11,6 +11,11 @@ A row is bound to the callback URL it arrived on *and* the request it is about: 
 correlation id (the id itself can be a few kilobytes, too long for a portable index). A
 callback on one URL therefore never blocks a callback on another. Rows double as the
 mailbox a waiting task's trigger reads, and are purged after the retention period.
+
+The credit guard's two tables (``nyne_credit_budget``, one row per DAG run and connection,
+holding the credits reserved so far; ``nyne_credit_reservation``, one row per task instance
+and lookup) are declared here too, so that the same DB manager creates, upgrades and drops
+them; :mod:`~airflow_provider_nyne.callbacks.credits` holds the logic that uses them.
 
 Functions take a SQLAlchemy ``Session`` (or ``Connection``) so that storing a callback and
 dispatching it share one transaction. Nothing here imports Airflow.
@@ -43,8 +48,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 __all__ = [
+    "BUDGET_TABLE_NAME",
+    "RESERVATION_TABLE_NAME",
     "TABLE_NAME",
     "CallbackRecord",
+    "budgets_table",
     "callbacks_table",
     "correlation_key",
     "get_record",
@@ -52,6 +60,7 @@ __all__ = [
     "metadata",
     "purge_older_than",
     "record_redelivery",
+    "reservations_table",
     "set_dispatch",
     "utcnow",
 ]
@@ -83,6 +92,45 @@ callbacks_table = Table(
     # still exists while the migration copies its rows into this one.
     PrimaryKeyConstraint("correlation_key", "request_id", name="pk_nyne_callback"),
     Index("idx_nyne_callback_received_at", "received_at"),
+)
+
+BUDGET_TABLE_NAME = "nyne_credit_budget"
+RESERVATION_TABLE_NAME = "nyne_credit_reservation"
+
+#: Credits reserved per DAG run and connection. The key is a SHA-256 of the run's identity:
+#: dag and run ids can be 250 characters each, too long together for a portable index.
+budgets_table = Table(
+    BUDGET_TABLE_NAME,
+    metadata,
+    Column("budget_key", String(64), nullable=False),
+    Column("dag_id", String(250), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("conn_id", String(250), nullable=False),
+    Column("reserved", Integer, nullable=False),
+    Column("updated_at", DateTime(), nullable=False),
+    PrimaryKeyConstraint("budget_key", name="pk_nyne_credit_budget"),
+    Index("idx_nyne_credit_budget_updated_at", "updated_at"),
+)
+
+#: One row per task instance and lookup (fingerprint): a retry or reconnect finds its own row.
+reservations_table = Table(
+    RESERVATION_TABLE_NAME,
+    metadata,
+    Column("reservation_key", String(64), nullable=False),
+    Column("budget_key", String(64), nullable=False),
+    Column("dag_id", String(250), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("credits", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reservation_id", String(32), nullable=False),
+    Column("created_at", DateTime(), nullable=False),
+    Column("updated_at", DateTime(), nullable=False),
+    PrimaryKeyConstraint("reservation_key", name="pk_nyne_credit_reservation"),
+    Index("idx_nyne_credit_reservation_budget", "budget_key"),
+    Index("idx_nyne_credit_reservation_updated_at", "updated_at"),
 )
 
 Bind = Session | Connection

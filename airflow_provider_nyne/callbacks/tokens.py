@@ -17,6 +17,11 @@ What a secret may sign is narrower than what it can compute: a connection's own
 ``nyne://`` Assets or the submitting task's outlets (:func:`connection_secret_may_sign`);
 the receiver enforces both, and the submitting task checks the Asset before it spends.
 
+The credit guard's requests to the same app (``/nyne/v1/credits/reserve`` and
+``.../release``) carry no URL token: the JSON body is signed,
+``HMAC-SHA256(secret, "nyne-credits/v1:" + body)`` in the :data:`CREDITS_SIGNATURE_HEADER`
+header (:func:`sign_credit_request`), with the same secret as that connection's callbacks.
+
 This module is pure Python (no Airflow import): the receiver, the trigger and the
 submitting task all use it. The ``nyne://`` scheme's rules are :mod:`airflow_provider_nyne.assets`'s
 (``ASSET_SCHEME`` is re-exported here).
@@ -39,6 +44,8 @@ __all__ = [
     "ASSET_SCHEME",
     "CALLBACK_PATH",
     "CORRELATION_XCOM_KEY",
+    "CREDITS_PATH",
+    "CREDITS_SIGNATURE_HEADER",
     "MAILBOX_PATH",
     "TOKEN_HEADER",
     "URL_PREFIX",
@@ -50,6 +57,8 @@ __all__ = [
     "encode_correlation_id",
     "mailbox_path",
     "make_token",
+    "sign_credit_request",
+    "verify_credit_request",
     "verify_token",
 ]
 
@@ -61,6 +70,11 @@ CALLBACK_PATH = "/v1/callback"
 #: so that triggerers and workers reading it log no credential.
 MAILBOX_PATH = "/v1/mailbox"
 TOKEN_HEADER = "X-Nyne-Callback-Token"
+#: The credit guard's routes below :data:`URL_PREFIX` (``/reserve``, ``/release``).
+CREDITS_PATH = "/v1/credits"
+#: Header carrying the signature of a credit guard request's body.
+CREDITS_SIGNATURE_HEADER = "X-Nyne-Credits-Signature"
+_CREDITS_CONTEXT = b"nyne-credits/v1:"
 #: XCom key under which the submitting task records the correlation id of the URL it sent:
 #: the receiver accepts a callback only on the URL the task instance itself issued.
 CORRELATION_XCOM_KEY = "callback_correlation_id"
@@ -106,6 +120,35 @@ def verify_token(secret: str | None, correlation_id: str, token: str | None) -> 
     expected = make_token(secret, correlation_id)
     # compare_digest on bytes: constant time for equal lengths, and no TypeError on non-ASCII input.
     return hmac.compare_digest(expected.encode("ascii"), token.encode("utf-8", "replace"))
+
+
+def sign_credit_request(secret: str, body: bytes) -> str:
+    """
+    The signature of a credit guard request: HMAC-SHA256 of its exact body, URL-safe base64.
+
+    A different context string than callback tokens, so that neither can stand for the other.
+
+    :param secret: the signing secret (as for the connection's callbacks)
+    :param body: the request body, as sent
+    :raises ValueError: when the secret is empty
+    """
+    if not secret:
+        raise ValueError("a signing secret is required")
+    return _b64(hmac.new(secret.encode("utf-8"), _CREDITS_CONTEXT + body, hashlib.sha256).digest())
+
+
+def verify_credit_request(secret: str | None, body: bytes, signature: str | None) -> bool:
+    """
+    Whether ``signature`` signs ``body`` with ``secret``, compared in constant time.
+
+    :param secret: the signing secret; ``None`` or empty never verifies
+    :param body: the request body, as received
+    :param signature: the :data:`CREDITS_SIGNATURE_HEADER` header
+    """
+    if not secret or not signature:
+        return False
+    expected = sign_credit_request(secret, body)
+    return hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8", "replace"))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,13 @@ from airflow_provider_nyne.client.schedule import (
     DEFAULT_MAX_TRANSIENT_ERRORS,
     DEFAULT_POLL_INTERVAL,
 )
-from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT, check_wait_mode
+from airflow_provider_nyne.utils.arguments import (
+    DEFAULT_CONN_ID,
+    DEFAULT_TIMEOUT,
+    check_credits_argument,
+    check_wait_mode,
+    credits_argument,
+)
 from airflow_provider_nyne.utils.waiting import NyneWaitMixin
 
 # The DAG processor imports this module on every parse: what only a running task needs (the
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     from airflow_provider_nyne.callbacks.plan import CallbackPlan
     from airflow_provider_nyne.client.models import JobStatus
     from airflow_provider_nyne.client.request import InteractionRequest
+    from airflow_provider_nyne.utils.credits import CreditHold, CreditReservations
     from airflow_provider_nyne.utils.request_state import RequestStateStore, SubmittedRequest
 
 #: XCom key of the submitted request id (pushed before any waiting).
@@ -83,6 +90,21 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
     Variable fallback of Airflow 3.1/3.2 the submission goes ahead with an error-level
     warning (see ``RequestStateStore.begin_submission`` for why).
 
+    Credits (optional, checked before anything is sent): ``min_credit_balance`` reads the
+    account's balance from the free ``GET /usage`` and refuses a lookup that could take it
+    below that floor; ``credit_budget`` caps the credits one DAG run may spend with this
+    connection. Each submission first reserves the credits of one lookup at the api-server
+    (the provider's plugin, with its own table in the metadata database), which decides
+    atomically, so concurrent mapped tasks never overspend it; a retry, reconnect or kill
+    keeps the reservation, and a submission that proves not accepted gives it back. A refusal
+    fails the task with ``AirflowFailException`` naming the budget (or the balance) and what is
+    left; when the guard cannot decide (no signing secret, no plugin, api-server unreachable)
+    nothing is sent either.
+
+    Killed while it runs (marked failed, ``execution_timeout``, ...): ``on_kill`` logs which
+    lookup keeps running at Nyne (there is no cancel endpoint), that it may be charged, and
+    whether a retry reconnects to it; the record that lets it reconnect is left in place.
+
     Rate limits: the submission takes its turn in the API key's request budget. Told to come
     back later (a ``429``, or no room under the key's limits within a few seconds), a
     deferrable task defers on a timer until the window reopens and then submits, holding no
@@ -101,8 +123,12 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
     :param nyne_conn_id: the ``nyne`` connection (API key as login, secret as password)
     :param wait_for_completion: also wait until the lookup finishes (default ``False``: return
         as soon as it is submitted, and wait with :class:`NyneInteractionsSensor`)
-    :param deferrable: wait in the triggerer, freeing the worker (default ``True``); ``False``
-        polls in the worker, for deployments without a triggerer
+    :param deferrable: wait in the triggerer, freeing the worker; ``False`` polls in the
+        worker, for deployments without a triggerer. Default: the deployment's
+        ``[operators] default_deferrable`` when it sets one, else ``True``
+        (:func:`~airflow_provider_nyne.utils.arguments.default_deferrable`). With
+        ``wait_mode="callback"`` and ``wait_for_completion`` the task always waits in the
+        triggerer (the callback wakes it there), unless ``deferrable=False`` is passed, which fails
     :param timeout: longest wait, seconds or timedelta (default 24 h); one absolute deadline
         is computed when waiting starts and carried into the trigger
     :param poll_interval: delay before the first poll, seconds (default 2)
@@ -124,6 +150,11 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         asset mode ``nyne://interactions/<platform>/<username>/<type>``, none in deferred mode
     :param callback_mailbox_interval: seconds between the callback trigger's safety-net reads of
         the receiver's mailbox while it waits for the callback (default 300)
+    :param credit_budget: credits this DAG run may spend with this connection, over all its
+        lookups (3 per lookup; templated; ``None``: no budget). Needs the provider on the
+        api-server and a signing secret (``[nyne] callback_secret``) on workers and api-server
+    :param min_credit_balance: refuse to submit when the account's balance could fall below
+        this many credits (templated; ``None``: no floor); read from the free ``GET /usage``
 
     Returns (XCom ``return_value``) the request id, or when ``wait_for_completion`` a summary
     ``{"request_id": ..., "status": "completed", "total_count": ...}``; never the result itself.
@@ -139,6 +170,8 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         "callback_url",
         "platform",
         "reuse_request_id",
+        "credit_budget",
+        "min_credit_balance",
     )
     ui_color = "#e3ecfa"
     #: A retry of this task submits again when the lookup failed (a failed lookup costs nothing).
@@ -157,7 +190,7 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         platform: str | None = None,
         nyne_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = False,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
@@ -168,6 +201,8 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         wait_mode: str = "poll",
         callback_asset: Any = None,
         callback_mailbox_interval: float | None = None,
+        credit_budget: int | str | None = None,
+        min_credit_balance: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -180,9 +215,14 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         self.callback_url = callback_url
         self.platform = platform
         self.wait_for_completion = wait_for_completion
+        self.wait_mode = check_wait_mode(wait_mode)
+        waits_for_callback = self.wait_mode == "callback" and wait_for_completion
+        if waits_for_callback and deferrable is False:
+            raise ValueError("wait_mode='callback' waits in the triggerer: it needs deferrable=True")
         self.init_waiting(
             nyne_conn_id=nyne_conn_id,
-            deferrable=deferrable,
+            # A callback wakes a deferred task: the deployment's default does not apply to it.
+            deferrable=True if waits_for_callback else deferrable,
             timeout=timeout,
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
@@ -191,11 +231,10 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         )
         self.reuse_request_id = reuse_request_id
         self.resubmit_if_interrupted = resubmit_if_interrupted
-        self.wait_mode = check_wait_mode(wait_mode)
-        if self.wait_mode == "callback" and wait_for_completion and not deferrable:
-            raise ValueError("wait_mode='callback' waits in the triggerer: it needs deferrable=True")
         self.callback_asset = callback_asset
         self.callback_mailbox_interval = callback_mailbox_interval
+        self.credit_budget = check_credits_argument(credit_budget, name="credit_budget")
+        self.min_credit_balance = check_credits_argument(min_credit_balance, name="min_credit_balance")
 
     # Steps --------------------------------------------------------------------------------
 
@@ -283,14 +322,27 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             raise AirflowException(f"Nyne: {err}; nothing was submitted, a retry will look again") from err
 
     def _submit(self, request: InteractionRequest, store: RequestStateStore, context: Any) -> str:
-        """Record the intent, send the POST, then keep the request id (or clear the intent)."""
+        """Hold the credits, record the intent, send the POST, then keep the request id (or clear the intent)."""
         from airflow_provider_nyne.utils.request_state import RequestStateError, SubmittedRequest
 
         fingerprint = request.fingerprint()
+        hold = self._hold_credits(context, fingerprint)
         try:
-            store.begin_submission(fingerprint, try_number=getattr(context.get("ti"), "try_number", None))
+            recorded = store.begin_submission(
+                fingerprint, try_number=getattr(context.get("ti"), "try_number", None)
+            )
         except RequestStateError as err:
+            self._release_credits(hold)
             raise AirflowException(f"Nyne: {err}; nothing was submitted, a retry will try again") from err
+        self.note_request(None, self._after_kill(store if recorded else None, None))
+        if self.killed:
+            # Killed between the guard and the POST: Airflow lets the process run a few seconds more.
+            store.clear_submission()
+            self.forget_request()
+            self._release_credits(hold)
+            raise AirflowException(
+                "Nyne: the task was killed before its lookup was sent; nothing was submitted"
+            )
         self.log.info("Submitting Nyne %s lookup for %s", request.interaction_type, request.target)
         # Waiting for room under the rate limit: briefly when the task can defer, else up to its timeout.
         deadline = time.time() + (SUBMIT_WAIT_IN_WORKER if self.deferrable else self.timeout)
@@ -299,12 +351,149 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         except NyneError as err:
             if err.proves_not_processed:
                 store.clear_submission()
+                self.forget_request()
             if isinstance(err, NyneRateLimitError) and self.deferrable:
+                # The credits stay reserved: this task submits the same lookup once the window reopens.
                 self._defer_until_room(err, context)
+            if err.proves_not_processed:
+                self._release_credits(hold)
             # Only a failure proving the lookup was not processed may be retried by Airflow.
             self.fail(err, submitting=True)
-        store.save(SubmittedRequest(request_id, fingerprint))
+        kept = store.save(SubmittedRequest(request_id, fingerprint))
+        self.note_request(request_id, self._after_kill(store if kept else None, request_id))
         return request_id
+
+    # Credits ------------------------------------------------------------------------------------
+
+    def _credit_amount(self, name: str) -> int | None:
+        try:
+            return credits_argument(getattr(self, name), name=name)
+        except ValueError as err:
+            raise AirflowFailException(f"Nyne: {err}") from None
+
+    def _hold_credits(self, context: Any, fingerprint: str) -> CreditHold | None:
+        """The credit guard, before anything is sent: the balance floor, then the run's budget."""
+        from airflow_provider_nyne.utils.credits import (
+            CreditGuardError,
+            CreditLimitError,
+            ReservationKey,
+            balance_from_usage,
+            check_balance,
+        )
+
+        budget = self._credit_amount("credit_budget")
+        minimum = self._credit_amount("min_credit_balance")
+        try:
+            if minimum is not None:
+                try:
+                    usage = self.hook.get_usage()
+                except NyneError as err:
+                    self.fail(err)
+                balance = balance_from_usage(usage)
+                check_balance(balance, minimum)
+                self.log.info("Nyne balance %s credits, minimum %s: submitting", balance, minimum)
+            if budget is None:
+                return None
+            ti = context["ti"]
+            map_index = getattr(ti, "map_index", -1)
+            key = ReservationKey(
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                task_id=ti.task_id,
+                map_index=-1 if map_index is None else int(map_index),
+                conn_id=self.nyne_conn_id,
+                fingerprint=fingerprint,
+            )
+            hold = self._credit_reservations().reserve(key, budget)
+        except CreditLimitError as err:
+            raise AirflowFailException(f"Nyne: {err}.") from None
+        except CreditGuardError as err:
+            failure = AirflowException if err.retryable else AirflowFailException
+            raise failure(f"Nyne credit guard: {err}. Nothing was submitted.") from None
+        reservation = hold.reservation
+        self.log.info(
+            "Nyne credits %s: %d of this run's budget of %d (connection %r) now reserved",
+            "already reserved by an earlier try"
+            if reservation.repeated
+            else f"reserved ({reservation.credits})",
+            reservation.reserved,
+            reservation.budget,
+            self.nyne_conn_id,
+        )
+        return hold
+
+    def _credit_reservations(self) -> CreditReservations:
+        """The client of the api-server's credit guard, signing with this connection's secret."""
+        from airflow_provider_nyne.callbacks import config
+        from airflow_provider_nyne.utils.credits import CreditGuardError, CreditReservations
+
+        reservations = self.__dict__.get("_nyne_credit_reservations")
+        if reservations is not None:
+            return reservations
+        try:
+            root = config.internal_url()
+        except config.CallbackConfigError as err:
+            raise CreditGuardError(str(err), retryable=False) from None
+        if not root:
+            raise CreditGuardError(
+                "credit_budget needs the api-server's address as workers reach it: set [nyne] "
+                "callback_internal_url (or [core] execution_api_server_url)",
+                retryable=False,
+            )
+        secret = config.signing_secret(self.hook.settings.callback_secret)
+        if not secret:
+            raise CreditGuardError(
+                "credit_budget needs a signing secret: set [nyne] callback_secret (env "
+                "AIRFLOW__NYNE__CALLBACK_SECRET), the same on the workers and the api-server, or the "
+                f"callback_secret extra of connection {self.nyne_conn_id!r}",
+                retryable=False,
+            )
+        reservations = CreditReservations(root, secret)
+        self.__dict__["_nyne_credit_reservations"] = reservations
+        return reservations
+
+    def _release_credits(self, hold: CreditHold | None) -> None:
+        """The submission proved it was not accepted: give its credits back to the run's budget."""
+        from airflow_provider_nyne.utils.credits import CreditGuardError
+
+        if hold is None:
+            return
+        try:
+            released = self._credit_reservations().release(hold)
+        except CreditGuardError as err:
+            self.log.warning(
+                "Could not give this lookup's %d credits back to the run's budget (%s): they stay "
+                "reserved; a retry of this task uses the same reservation",
+                hold.reservation.credits,
+                err,
+            )
+            return
+        if released:
+            self.log.info(
+                "Nothing was accepted: %d credits given back to the run's budget", hold.reservation.credits
+            )
+
+    # Kill -----------------------------------------------------------------------------------
+
+    def _after_kill(self, store: RequestStateStore | None, request_id: str | None) -> str:
+        """What a retry does with this try's lookup, for :meth:`on_kill` (``store``: where it is kept, if it is)."""
+        if request_id is None:
+            if store is not None and store.durable:
+                return (
+                    "The intent recorded before sending makes a retry stop instead of paying twice: find "
+                    "the request id in the Nyne dashboard and set reuse_request_id, or set "
+                    "resubmit_if_interrupted=True to submit again."
+                )
+            return "Nothing records this submission across tries here: a retry submits the lookup again."
+        if store is not None and store.durable:
+            return (
+                f"A retry or a clear of this task reconnects to it instead of paying again (its id is "
+                f"kept in the {store.where})."
+            )
+        return (
+            "Nothing keeps its id across tries here, so a retry would submit a new lookup: set "
+            f"reuse_request_id={request_id!r} to attach to this one."
+        )
 
     def _defer_until_room(self, error: NyneRateLimitError, context: Any) -> None:
         """Told to come back later: defer on a timer (no worker slot, no retry used), then submit."""
@@ -426,11 +615,15 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             status = self._status(request_id)
             self.log.info("Attaching to existing Nyne request %s (%s)", request_id, status.status)
             store = self._resolve_interrupted(context, request, request_id)
+            self.note_request(
+                request_id, "This task attached to it with reuse_request_id: a retry attaches to it again."
+            )
         else:
             store = request_state_store(context)
             found = self._reconnect(store, request)
             if found is not None:
                 request_id, status = found
+                self.note_request(request_id, self._after_kill(store, request_id))
             else:
                 request_id = submitted = self._submit(request, store, context)
         context["ti"].xcom_push(key=REQUEST_ID_XCOM_KEY, value=request_id)
@@ -441,7 +634,8 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         elif plan is None and self.wait_for_completion:
             # A lookup submitted just now cannot have finished: no status check before waiting.
             result = self.wait_for(request_id, status=status, check=submitted is None)
-        store.release()
+        if not self.killed:  # a killed try keeps the record for the retry or clear that follows
+            store.release()
         return result
 
     def execute_after_rate_limit(

@@ -34,7 +34,7 @@ class NyneInteractionsSensor(NyneWaitMixin, BaseSensorOperator):
     """
     Wait until a Nyne interactions request completes; fail (or skip) when it fails or expires.
 
-    Deferrable by default: one status check, then the wait moves to the triggerer
+    Deferrable unless the deployment says otherwise: one status check, then the wait moves to the triggerer
     (:class:`~airflow_provider_nyne.triggers.interactions.NyneInteractionsTrigger`) and frees
     the worker. With ``deferrable=False`` the ``poke`` and ``reschedule`` modes work as for any
     sensor, with the same backoff schedule as the trigger instead of a fixed ``poke_interval``.
@@ -45,9 +45,14 @@ class NyneInteractionsSensor(NyneWaitMixin, BaseSensorOperator):
     credits (402) or a refused account (403) fail it without retrying; the deadline raises
     ``AirflowSensorTimeout``. With ``soft_fail=True`` each of these skips the task instead.
 
+    Killed while it waits in the worker (marked failed, ``execution_timeout``, ...):
+    ``on_kill`` logs that the lookup keeps running at Nyne and may be charged, and that a
+    retry waits for the same request again.
+
     :param request_id: the request to wait for, e.g. ``"{{ ti.xcom_pull('submit') }}"`` (templated)
     :param nyne_conn_id: the ``nyne`` connection
-    :param deferrable: wait in the triggerer (default ``True``)
+    :param deferrable: wait in the triggerer; ``False`` pokes from the worker. Default: the
+        deployment's ``[operators] default_deferrable`` when it sets one, else ``True``
     :param poll_interval: delay before the first poll, seconds (default 2)
     :param max_poll_interval: cap of the delay between polls, seconds (default 60)
     :param backoff_factor: growth of the delay per poll (default 1.5)
@@ -61,13 +66,17 @@ class NyneInteractionsSensor(NyneWaitMixin, BaseSensorOperator):
 
     template_fields: Sequence[str] = ("request_id",)
     ui_color = "#e3ecfa"
+    retry_after_kill = (
+        "A retry of this sensor waits for the same request again (its request_id); a sensor submits "
+        "nothing, so nothing is paid twice."
+    )
 
     def __init__(
         self,
         *,
         request_id: str,
         nyne_conn_id: str = DEFAULT_CONN_ID,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
@@ -115,6 +124,7 @@ class NyneInteractionsSensor(NyneWaitMixin, BaseSensorOperator):
     def poke(self, context: Any) -> bool | PokeReturnValue:
         """Poll once: ``False`` while running, the summary when completed, raise when it failed."""
         rid = self._rid()
+        self.note_request(rid, self.retry_after_kill)
         try:
             status = self.hook.get_interactions_status(rid)
         except NyneRateLimitError as err:

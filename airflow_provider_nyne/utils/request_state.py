@@ -175,9 +175,9 @@ class RequestStateStore:
             )
             return None
 
-    def begin_submission(self, fingerprint: str, *, try_number: int | None = None) -> None:
+    def begin_submission(self, fingerprint: str, *, try_number: int | None = None) -> bool:
         """
-        Record the intent to submit, before the POST is sent.
+        Record the intent to submit, before the POST is sent; whether it was recorded.
 
         What happens when the store cannot be written is decided per store:
 
@@ -198,7 +198,7 @@ class RequestStateStore:
         :param try_number: the running try
         """
         if not self.durable:
-            return
+            return False
         try:
             self.write(SubmittedRequest.intent(fingerprint, try_number=try_number).to_json())
         except Exception as err:
@@ -212,10 +212,12 @@ class RequestStateStore:
                 self._what(),
                 _reason(err),
             )
+            return False
+        return True
 
-    def save(self, record: SubmittedRequest) -> None:
+    def save(self, record: SubmittedRequest) -> bool:
         """
-        Remember a submission, before any waiting (replaces the intent).
+        Remember a submission, before any waiting (replaces the intent); whether a retry will find it.
 
         A failure is logged, not raised: the lookup is paid for and its id is returned and
         pushed to XCom; the intent left behind makes a retry stop and ask instead of paying again.
@@ -223,7 +225,7 @@ class RequestStateStore:
         :param record: what was submitted
         """
         if not self.durable:
-            return
+            return False
         try:
             self.write(record.to_json())
         except Exception as err:
@@ -235,6 +237,8 @@ class RequestStateStore:
                 _reason(err),
                 record.request_id,
             )
+            return False
+        return True
 
     def clear_submission(self) -> None:
         """Drop the intent after a failure that proves the lookup was not accepted (``NyneError.proves_not_processed``)."""
@@ -252,6 +256,11 @@ class RequestStateStore:
 
     def release(self) -> None:
         """Called when the task succeeds: drop what only retries needed (no-op where Airflow cleans up)."""
+
+    @property
+    def where(self) -> str:
+        """Where the record is kept, for messages (``task state 'nyne_interactions_request'``, ``Variable ...``)."""
+        return self._what()
 
     def _what(self) -> str:
         return "task state"

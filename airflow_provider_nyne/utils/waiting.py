@@ -14,6 +14,12 @@ operators inherit it. It owns their connection and hook, one absolute deadline, 
 * :meth:`NyneWaitMixin.finish` validates the event a wait ended with (a trigger's, or the
   worker's own) and returns the small result summary, or raises.
 
+Whether a task waits in the triggerer is decided here for every class built on it: a class
+whose ``__init__`` takes ``deferrable`` gets the deployment's ``[operators]
+default_deferrable`` when the DAG does not pass it (explicitly or through ``default_args``),
+whatever default its signature shows, and ``True`` when the deployment does not set it (see
+:func:`~airflow_provider_nyne.utils.arguments.default_deferrable`).
+
 A custom operator waiting for a Nyne request does the same::
 
     class MyOperator(NyneWaitMixin, BaseOperator):
@@ -34,8 +40,10 @@ loop are imported only when a task waits.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
@@ -59,7 +67,13 @@ from airflow_provider_nyne.client.schedule import (
     DEFAULT_POLL_INTERVAL,
     PollSchedule,
 )
-from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT, timeout_seconds
+from airflow_provider_nyne.utils.arguments import (
+    CREDITS_PER_LOOKUP,
+    DEFAULT_CONN_ID,
+    DEFAULT_TIMEOUT,
+    resolve_deferrable,
+    timeout_seconds,
+)
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -125,9 +139,16 @@ class NyneWaitMixin:
       fails the try with Airflow's retries applying (a failed lookup costs nothing); otherwise
       a failed lookup fails for good;
     * :meth:`timeout_error`: the exception a wait that ran out of time raises.
+
+    A subclass whose ``__init__`` declares ``deferrable`` receives ``deferrable=None`` when
+    the DAG leaves it out, and :meth:`init_waiting` turns ``None`` into the deployment's
+    default: one rule for every waiting class, including the ones that declare
+    ``deferrable: bool = True``.
     """
 
     resubmits_on_retry: ClassVar[bool] = False
+    #: What a retry does with a request this task waits for (the :meth:`on_kill` message).
+    retry_after_kill: ClassVar[str] = "A retry of this task waits for the same request again."
     #: Skip the task instead of failing it (sensors set it from Airflow's ``soft_fail``).
     soft_fail: bool = False
 
@@ -136,6 +157,12 @@ class NyneWaitMixin:
     timeout: float
     schedule: PollSchedule
     max_transient_errors: int
+    #: What this try has running at Nyne, for :meth:`on_kill`: ``(request id or None while a
+    #: submission is in flight, what a retry does with it)``; ``None`` before anything was sent.
+    _nyne_running: tuple[str | None, str] | None = None
+    #: Set by :meth:`on_kill`: Airflow lets the task run on for a few seconds after it (SIGTERM,
+    #: then SIGKILL), and nothing new may be sent or forgotten in that time.
+    killed: bool = False
 
     if TYPE_CHECKING:
         log: Any
@@ -150,11 +177,20 @@ class NyneWaitMixin:
         ) -> NoReturn:
             """Provided by ``BaseOperator``."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_nyne_deferrable_default", False):
+            return
+        if "deferrable" not in inspect.signature(init).parameters:
+            return
+        cls.__init__ = _deployment_deferrable_default(init)  # type: ignore[method-assign]
+
     def init_waiting(
         self,
         *,
         nyne_conn_id: str = DEFAULT_CONN_ID,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
@@ -165,7 +201,8 @@ class NyneWaitMixin:
         Set the waiting arguments; nonsense fails when the DAG is parsed, not after paying for a lookup.
 
         :param nyne_conn_id: the ``nyne`` connection
-        :param deferrable: wait in the triggerer (``True``) or in the worker
+        :param deferrable: wait in the triggerer (``True``) or in the worker; ``None``: the
+            deployment's ``[operators] default_deferrable`` when set, else ``True``
         :param timeout: longest wait, seconds or a timedelta
         :param poll_interval: delay before the first poll, seconds
         :param max_poll_interval: cap of the delay between polls, seconds
@@ -173,7 +210,7 @@ class NyneWaitMixin:
         :param max_transient_errors: consecutive failed polls tolerated (rate limits never count)
         """
         self.nyne_conn_id = nyne_conn_id
-        self.deferrable = deferrable
+        self.deferrable = resolve_deferrable(deferrable)
         self.timeout = timeout_seconds(timeout)
         self.schedule = PollSchedule(
             poll_interval=poll_interval, max_poll_interval=max_poll_interval, backoff_factor=backoff_factor
@@ -201,6 +238,40 @@ class NyneWaitMixin:
         from airflow_provider_nyne.hooks.nyne import NyneHook
 
         return NyneHook(self.nyne_conn_id)
+
+    # Killed ----------------------------------------------------------------------------------
+
+    def note_request(self, request_id: str | None, after_kill: str) -> None:
+        """
+        Remember what this try has running at Nyne, for :meth:`on_kill`.
+
+        :param request_id: the request submitted or waited for; ``None`` while a submission is
+            in flight (its answer not received)
+        :param after_kill: what a retry of the task does with it (one or two sentences)
+        """
+        self._nyne_running = (request_id, after_kill)
+
+    def forget_request(self) -> None:
+        """Nothing of this try runs at Nyne (a submission proved not accepted)."""
+        self._nyne_running = None
+
+    def on_kill(self) -> None:
+        """
+        The task is killed while it runs (marked failed or success, ``execution_timeout``, a worker shutdown).
+
+        Nyne has no cancel endpoint: log which lookup keeps running there, that it may be
+        charged, and what a retry does with it. Nothing is changed: the request record (and
+        any credit reservation) stays, so that a retry reconnects instead of paying again.
+        Airflow calls this in the task's process (from its SIGTERM handler, about 5 s before
+        SIGKILL; the task's code goes on running meanwhile, so :attr:`killed` is set for it
+        to send nothing more). A task deferred to the triggerer has no process: Airflow 3.3
+        calls its trigger's ``on_kill`` in the triggerer instead.
+        """
+        self.killed = True
+        running = self._nyne_running
+        self.log.warning(
+            "%s", killed_message(*running) if running else killed_message(None, "", submitted=False)
+        )
 
     # Failing the right way -------------------------------------------------------------------
 
@@ -308,6 +379,8 @@ class NyneWaitMixin:
         :param method_name: the task method that receives the trigger's event
         """
         deadline = self.deadline()
+        if self._nyne_running is None or self._nyne_running[0] != request_id:
+            self.note_request(request_id, self.retry_after_kill)
         if status is None and check:
             try:
                 status = self.hook.get_interactions_status(
@@ -396,10 +469,49 @@ class NyneWaitMixin:
         self.fail(error_from_event(event))
 
 
+def killed_message(request_id: str | None, after_kill: str, *, submitted: bool = True) -> str:
+    """
+    What a killed task says about its lookup: it keeps running at Nyne (no cancel endpoint), may be charged, and what a retry does.
+
+    The one wording of :meth:`NyneWaitMixin.on_kill`, for a trigger's ``on_kill`` too.
+
+    :param request_id: the request that keeps running; ``None`` while its submission was in flight
+    :param after_kill: what a retry of the task does with it
+    :param submitted: ``False`` when nothing was sent yet (then nothing runs at Nyne)
+    """
+    if not submitted:
+        return "Task killed before any Nyne lookup was submitted: nothing of this try runs at Nyne."
+    charge = f"is charged {CREDITS_PER_LOOKUP} credits if it completes with results"
+    if request_id is None:
+        return (
+            "Task killed while submitting a Nyne lookup, before the answer arrived: if the submission "
+            f"reached Nyne, the lookup keeps running there (there is no cancel endpoint) and {charge}. "
+            f"{after_kill}"
+        ).strip()
+    return (
+        f"Task killed while Nyne request {request_id} runs: the lookup keeps running at Nyne (there is "
+        f"no cancel endpoint) and {charge}. {after_kill}"
+    ).strip()
+
+
+def _deployment_deferrable_default(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` receiving ``deferrable=None`` ("not given") when its caller leaves it out."""
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        # Airflow's own wrapper has already filled it from default_args when they hold it.
+        kwargs.setdefault("deferrable", None)
+        init(self, *args, **kwargs)
+
+    __init__._nyne_deferrable_default = True  # type: ignore[attr-defined]
+    return __init__
+
+
 __all__ = [
     "DEFER_TIMEOUT_GRACE",
     "EVENT_STATUSES",
     "NyneWaitMixin",
+    "killed_message",
     "result_summary",
     "terminal_event",
 ]

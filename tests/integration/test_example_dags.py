@@ -190,6 +190,24 @@ def test_fan_out_example_lands_one_file_per_distinct_profile(
     assert _xcom(run, "report") == [{"targets": 2, "records": sum(counts.values())}]
 
 
+def test_fan_out_example_stops_before_mapping_when_the_balance_does_not_cover_it(
+    load_dag: Any, example_env: tuple[NyneSimulator, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim, _ = example_env
+    sim.set_credits(8)  # two profiles cost up to 6; a floor of 3 leaves room for neither
+    dag = load_dag(EXAMPLES["example_nyne_fan_out"].read_text(), "example_nyne_fan_out")
+    profiles = ["https://x.com/alpha_team", "https://x.com/beta_team"]
+    run = dag.test(run_conf={"profiles": profiles, "min_credit_balance": 3}, logical_date=None)
+
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert states[("plan_targets", -1)] == "failed"
+    assert not [key for key in states if key[0] == "lookup" and key[1] >= 0]  # nothing was mapped
+    assert sim.ledger.submissions() == []
+    assert len(sim.ledger.usage_calls()) == 1  # one free balance read, and no retry of the refusal
+    assert "balance is 8 credits; 2 lookups may cost 6 (3 each)" in capsys.readouterr().out
+
+
 def test_replies_example_waits_in_one_task_and_lands_csv(
     load_dag: Any, example_env: tuple[NyneSimulator, Path]
 ) -> None:

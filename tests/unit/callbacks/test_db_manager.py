@@ -36,8 +36,10 @@ from airflow_provider_nyne.callbacks.db_manager import VERSION_TABLE, NyneCallba
 from airflow_provider_nyne.callbacks.migrations.env import include_object
 from airflow_provider_nyne.get_provider_info import DB_MANAGER_CLASS, get_provider_info
 
-HEAD = "122186509935"
+HEAD = "0e51a090a723"
+CALLBACKS_BY_URL = "122186509935"
 BASE = "686b7dc1472d"
+CREDIT_TABLES = {store.BUDGET_TABLE_NAME, store.RESERVATION_TABLE_NAME}
 
 # The table exactly as 1.0 declared it and created at run time (create_all, no version table).
 _METADATA_1_0 = MetaData()
@@ -101,15 +103,34 @@ def test_migrations_produce_exactly_the_schema_the_code_uses(connection: Connect
     assert compare_metadata(context, store.metadata) == []
     primary = inspect(connection).get_pk_constraint(store.TABLE_NAME)
     assert primary["constrained_columns"] == ["correlation_key", "request_id"]
+    assert set(inspect(connection).get_table_names()) >= CREDIT_TABLES
 
 
 def test_downgrade_to_base_removes_the_table(connection: Connection) -> None:
     _migrate(connection, "head")
+    _migrate(connection, CALLBACKS_BY_URL, down=True)
+    assert not CREDIT_TABLES & set(inspect(connection).get_table_names())
+    assert inspect(connection).has_table(store.TABLE_NAME)
     _migrate(connection, BASE, down=True)
     assert _revision(connection) == BASE
     assert inspect(connection).get_pk_constraint(store.TABLE_NAME)["constrained_columns"] == ["request_id"]
     _migrate(connection, "base", down=True)
     assert not inspect(connection).has_table(store.TABLE_NAME)
+
+
+def test_a_1_1_database_gains_the_credit_tables_and_keeps_its_callbacks(connection: Connection) -> None:
+    _migrate(connection, CALLBACKS_BY_URL)
+    assert not CREDIT_TABLES & set(inspect(connection).get_table_names())
+    store.insert_record(
+        connection,
+        store.CallbackRecord(
+            request_id="req-1", correlation_id="cid-1", status="completed", payload_json="{}"
+        ),
+    )
+    _migrate(connection, "head")
+    assert _revision(connection) == HEAD
+    assert set(inspect(connection).get_table_names()) >= CREDIT_TABLES
+    assert store.get_record(connection, "cid-1", "req-1") is not None
 
 
 def test_a_table_made_by_1_0_is_adopted_and_its_rows_kept(connection: Connection) -> None:
@@ -188,7 +209,7 @@ def test_airflow_db_migrate_creates_upgrades_nothing_twice_and_reset_drops(tmp_p
     home = tmp_path / "airflow"
     home.mkdir()
     _airflow(home, "db", "migrate")
-    assert {store.TABLE_NAME, VERSION_TABLE} <= _tables(home)
+    assert {store.TABLE_NAME, VERSION_TABLE, *CREDIT_TABLES} <= _tables(home)
     assert _query(home, f"SELECT version_num FROM {VERSION_TABLE}") == [(HEAD,)]
     _query(
         home,
@@ -202,4 +223,4 @@ def test_airflow_db_migrate_creates_upgrades_nothing_twice_and_reset_drops(tmp_p
     assert _query(home, "SELECT request_id FROM nyne_callback") == [("req-1",)]
 
     _airflow(home, "db", "reset", "--yes", "--skip-init")
-    assert not {store.TABLE_NAME, VERSION_TABLE} & _tables(home)
+    assert not {store.TABLE_NAME, VERSION_TABLE, *CREDIT_TABLES} & _tables(home)

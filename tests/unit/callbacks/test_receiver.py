@@ -752,3 +752,156 @@ def test_wrong_token_is_hidden_too(service: CallbackService) -> None:
     with TestClient(app) as client:
         assert client.post(_path(ASSET_TARGET, secret="wrong"), json=_data()).status_code == 404
     assert seen[0].endswith("/***")
+
+
+# Credit guard routes -------------------------------------------------------------------------
+
+from airflow_provider_nyne.callbacks.tokens import (  # noqa: E402
+    CREDITS_PATH,
+    CREDITS_SIGNATURE_HEADER,
+    sign_credit_request,
+)
+
+
+def _credit_body(map_index: int = 0, **extra: Any) -> dict[str, Any]:
+    return {
+        "dag_id": "fan_out",
+        "run_id": "run-1",
+        "task_id": "lookup",
+        "map_index": map_index,
+        "conn_id": "nyne_default",
+        "fingerprint": "f1",
+        **extra,
+    }
+
+
+def _signed(client: TestClient, action: str, body: dict[str, Any], secret: str = SECRET) -> Any:
+    raw = json.dumps(body).encode()
+    return client.post(
+        f"{CREDITS_PATH}/{action}",
+        content=raw,
+        headers={
+            "content-type": "application/json",
+            CREDITS_SIGNATURE_HEADER: sign_credit_request(secret, raw),
+        },
+    )
+
+
+def _credit_rows(backend: FakeBackend) -> int:
+    with Session(backend.engine()) as session:
+        return len(session.execute(store.reservations_table.select()).all())
+
+
+def test_signed_reservations_share_the_budget_and_refuse_past_it(client: TestClient) -> None:
+    first = _signed(client, "reserve", _credit_body(0, budget=6))
+    second = _signed(client, "reserve", _credit_body(1, budget=6))
+    third = _signed(client, "reserve", _credit_body(2, budget=6))
+    assert (first.status_code, second.status_code, third.status_code) == (200, 200, 409)
+    assert second.json()["reserved"] == 6
+    assert third.json() == {
+        "granted": False,
+        "reservation_id": None,
+        "reserved": 6,
+        "budget": 6,
+        "credits": 3,
+        "repeated": False,
+    }
+    again = _signed(client, "reserve", _credit_body(0, budget=6))  # a retry of the first task
+    assert (again.status_code, again.json()["repeated"]) == (200, True)
+    assert again.json()["reservation_id"] == first.json()["reservation_id"]
+
+
+def test_a_release_gives_back_once_and_lets_another_task_in(client: TestClient) -> None:
+    reservation_id = _signed(client, "reserve", _credit_body(0, budget=3)).json()["reservation_id"]
+    assert _signed(client, "reserve", _credit_body(1, budget=3)).status_code == 409
+    release = _credit_body(0, reservation_id=reservation_id)
+    assert _signed(client, "release", release).json() == {"released": True}
+    assert _signed(client, "release", release).json() == {"released": False}  # a replay
+    assert _signed(client, "reserve", _credit_body(1, budget=3)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda raw, sig: (raw, ""), id="no-signature"),
+        pytest.param(lambda raw, sig: (raw, sig[:-2] + "AA"), id="wrong-signature"),
+        pytest.param(
+            lambda raw, sig: (raw.replace(b'"budget": 6', b'"budget": 600'), sig), id="body-changed"
+        ),
+        pytest.param(lambda raw, sig: (raw, sign_credit_request("another-secret", raw)), id="other-secret"),
+        pytest.param(lambda raw, sig: (b"not json", sign_credit_request(SECRET, b"not json")), id="not-json"),
+        pytest.param(
+            lambda raw, sig: (b" " * 9000 + raw, sign_credit_request(SECRET, b" " * 9000 + raw)),
+            id="too-large",
+        ),
+    ],
+)
+def test_anything_not_signed_gets_the_uniform_404_and_reserves_nothing(
+    client: TestClient, fake_backend: FakeBackend, tamper: Any
+) -> None:
+    raw = json.dumps(_credit_body(0, budget=6)).encode()
+    body, signature = tamper(raw, sign_credit_request(SECRET, raw))
+    answer = client.post(
+        f"{CREDITS_PATH}/reserve",
+        content=body,
+        headers={"content-type": "application/json", CREDITS_SIGNATURE_HEADER: signature},
+    )
+    assert (answer.status_code, answer.json()) == (404, NOT_FOUND_BODY)
+    assert _credit_rows(fake_backend) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        pytest.param(_credit_body(0, budget=-3), "budget must be a whole number", id="negative-budget"),
+        pytest.param(_credit_body(0), "budget must be a whole number", id="no-budget"),
+        pytest.param({**_credit_body(0, budget=6), "map_index": "zero"}, "map_index", id="bad-map-index"),
+    ],
+)
+def test_a_signed_request_with_a_bad_field_is_400(
+    client: TestClient, body: dict[str, Any], fragment: str
+) -> None:
+    answer = _signed(client, "reserve", body)
+    assert answer.status_code == 400
+    assert fragment in answer.json()["detail"]
+
+
+def test_a_connection_secret_signs_for_its_own_connection_only(
+    fake_backend: FakeBackend, client: TestClient
+) -> None:
+    fake_backend.secrets["nyne_tenant"] = "tenant-secret"
+    tenant = _credit_body(0, budget=3, conn_id="nyne_tenant")
+    assert _signed(client, "reserve", tenant, secret=SECRET).status_code == 404
+    assert _signed(client, "reserve", tenant, secret="tenant-secret").status_code == 200
+    # The tenant's secret cannot touch another connection's budget.
+    assert _signed(client, "reserve", _credit_body(1, budget=3), secret="tenant-secret").status_code == 404
+
+
+def test_credit_routes_answer_with_a_deployment_secret_even_without_callbacks(
+    fake_backend: FakeBackend,
+) -> None:
+    fake_backend.secrets = {}
+    inert = CallbackService(fake_backend, enabled=False, config_secret=lambda: None)
+    with TestClient(create_app(inert)) as client:
+        assert _signed(client, "reserve", _credit_body(0, budget=3)).status_code == 404
+        assert client.post(_path(ASSET_TARGET), json=_data()).status_code == 404
+    guard_only = CallbackService(fake_backend, enabled=False, config_secret=lambda: "deployment-secret")
+    with TestClient(create_app(guard_only)) as client:
+        assert (
+            _signed(client, "reserve", _credit_body(0, budget=3), secret="deployment-secret").status_code
+            == 200
+        )
+        assert client.post(_path(ASSET_TARGET, "deployment-secret"), json=_data()).status_code == 404
+
+
+def test_a_missing_credit_table_is_503_and_the_log_names_the_fix(
+    client: TestClient, fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.reservations_table.drop(fake_backend.engine())
+    with caplog.at_level(logging.ERROR, logger="airflow_provider_nyne.callbacks.receiver"):
+        answer = _signed(client, "reserve", _credit_body(0, budget=3))
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
+    assert "try again" in answer.json()["detail"]
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "table nyne_credit_reservation does not exist. Run `airflow db migrate`" in message

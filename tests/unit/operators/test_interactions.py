@@ -163,6 +163,8 @@ def test_every_request_field_is_templated() -> None:
         "callback_url",
         "platform",
         "reuse_request_id",
+        "credit_budget",
+        "min_credit_balance",
     }
 
 
@@ -661,3 +663,316 @@ def test_secrets_stay_out_of_xcom_fields_store_and_logs(
     )
     assert KEY not in visible
     assert SECRET not in visible
+
+
+# --- credit guard ---------------------------------------------------------------------------------
+
+from airflow_provider_nyne.utils.credits import (  # noqa: E402
+    CreditGuardError,
+    CreditHold,
+    CreditLimitError,
+    Reservation,
+    ReservationKey,
+)
+
+
+class FakeReservations:
+    """Stands in for the api-server's credit guard: a budget shared by the operators given it."""
+
+    def __init__(self, error: CreditGuardError | None = None) -> None:
+        self.reserved: dict[ReservationKey, str] = {}
+        self.released: list[ReservationKey] = []
+        self.budgets: list[int] = []
+        self.error = error
+
+    def reserve(self, key: ReservationKey, budget: int) -> CreditHold:
+        if self.error is not None:
+            raise self.error
+        self.budgets.append(budget)
+        repeated = key in self.reserved
+        if not repeated and 3 * (len(self.reserved) + 1) > budget:
+            raise CreditLimitError(Reservation(False, None, 3 * len(self.reserved), budget).refusal(key))
+        rid = self.reserved.setdefault(key, f"res-{len(self.reserved) + 1}")
+        return CreditHold(key, Reservation(True, rid, 3 * len(self.reserved), budget, repeated=repeated))
+
+    def release(self, hold: CreditHold) -> bool:
+        self.released.append(hold.key)
+        return self.reserved.pop(hold.key, None) is not None
+
+
+class UsageHook(FakeHook):
+    def __init__(self, balance: Any = 100) -> None:
+        super().__init__()
+        self.balance = balance
+        self.usage_calls = 0
+
+    def get_usage(self) -> dict[str, Any]:
+        self.usage_calls += 1
+        return {"credits_remaining": self.balance} if self.balance is not None else {"plan": "x"}
+
+
+def guarded(hook: FakeHook, reservations: Any, **kwargs: Any) -> NyneSubmitInteractionsOperator:
+    op = make(hook, **kwargs)
+    op.__dict__["_nyne_credit_reservations"] = reservations
+    return op
+
+
+def mapped_context(map_index: int, store: DictStore | None = None) -> dict[str, Any]:
+    ctx = context(store or DictStore())
+    ctx["ti"].map_index = map_index
+    return ctx
+
+
+def test_a_budget_reserves_before_the_intent_and_the_post_and_refuses_past_it() -> None:
+    hook, guard = FakeHook(), FakeReservations()
+    order: list[str] = []
+    hook.on_send = lambda: order.append("post")
+    for index in range(3):
+        op = guarded(hook, guard, credit_budget="6", username=f"user{index}")
+        if index < 2:
+            assert op.execute(mapped_context(index)) == f"req-new-{index + 1}"
+            continue
+        with pytest.raises(AirflowFailException) as info:
+            op.execute(mapped_context(index))
+    message = str(info.value)
+    assert "credit budget of this DAG run for connection 'nyne_default' is 6 credits" in message
+    assert "6 are reserved by its other lookups and 0 left" in message
+    assert "Raise credit_budget" in message
+    assert [r.username for r in hook.submitted] == ["user0", "user1"]  # the third sent nothing
+    assert guard.budgets == [6, 6, 6]  # the rendered template, as a number
+
+
+def test_a_retry_uses_its_own_reservation_instead_of_taking_another() -> None:
+    hook, guard, store = FakeHook(), FakeReservations(), DictStore()
+    hook.statuses["req-new-1"] = status("failed", "req-new-1", error="private")
+    guarded(hook, guard, credit_budget=3).execute(mapped_context(0, store))
+    # The lookup failed (free); the retry submits again on the same reservation: the budget allows it.
+    assert guarded(hook, guard, credit_budget=3).execute(mapped_context(0, store)) == "req-new-2"
+    assert len(guard.reserved) == 1
+    assert len(hook.submitted) == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "released"),
+    [
+        pytest.param(NyneCreditsError("out", status_code=402), True, id="402-not-accepted"),
+        pytest.param(
+            NyneValidationError("bad", status_code=400, code="invalid_type"), True, id="400-not-accepted"
+        ),
+        pytest.param(NyneServerError("busy", status_code=503), True, id="503-not-accepted"),
+        pytest.param(NyneTransportError("read timeout", request_sent=True), False, id="ambiguous-kept"),
+        pytest.param(NyneServerError("boom", status_code=500), False, id="500-kept"),
+    ],
+)
+def test_a_reservation_is_given_back_only_when_the_submission_proves_not_accepted(
+    error: NyneError, released: bool
+) -> None:
+    hook, guard = FakeHook(), FakeReservations()
+    hook.submit_error = error
+    with pytest.raises(AirflowException):
+        guarded(hook, guard, credit_budget=30).execute(mapped_context(0))
+    assert bool(guard.released) is released
+    assert len(guard.reserved) == (0 if released else 1)
+
+
+def test_a_rate_limited_submission_keeps_its_reservation_while_it_defers() -> None:
+    hook, guard = FakeHook(), FakeReservations()
+    hook.submit_error = NyneRateLimitError("slow down", status_code=429, retry_after=5)
+    ctx = mapped_context(0)
+    with pytest.raises(TaskDeferred):
+        guarded(hook, guard, credit_budget=3).execute(ctx)
+    assert guard.released == []
+    hook.submit_error = None
+    assert (
+        guarded(hook, guard, credit_budget=3).execute_after_rate_limit(ctx, None, time.time()) == "req-new-1"
+    )
+    assert len(guard.reserved) == 1
+
+
+def test_without_a_budget_the_guard_is_never_asked() -> None:
+    hook = FakeHook()
+    guard = FakeReservations(CreditGuardError("must not be called", retryable=False))
+    assert guarded(hook, guard, credit_budget="None").execute(mapped_context(0)) == "req-new-1"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        pytest.param(CreditGuardError("unreachable", retryable=True), AirflowException, id="retryable"),
+        pytest.param(
+            CreditGuardError("404: install the provider", retryable=False), AirflowFailException, id="setting"
+        ),
+    ],
+)
+def test_a_guard_that_cannot_decide_sends_nothing(error: CreditGuardError, expected: type[Exception]) -> None:
+    hook, store = FakeHook(), DictStore()
+    with pytest.raises(AirflowException) as info:
+        guarded(hook, FakeReservations(error), credit_budget=30).execute(mapped_context(0, store))
+    assert type(info.value) is expected
+    assert "Nothing was submitted" in str(info.value)
+    assert hook.submitted == []
+    assert store.data == {}  # no intent either: a retry starts clean
+
+
+@pytest.mark.parametrize(
+    ("balance", "minimum", "sent"),
+    [
+        pytest.param(13, 10, True, id="stays-at-or-above"),
+        pytest.param(12, 10, False, id="would-drop-below"),
+        pytest.param("40", 10, True, id="numeric-string"),
+    ],
+)
+def test_a_minimum_balance_is_read_from_usage_before_submitting(
+    balance: Any, minimum: int, sent: bool
+) -> None:
+    hook = UsageHook(balance)
+    op = make(hook, min_credit_balance=minimum)
+    if sent:
+        assert op.execute(context(DictStore())) == "req-new-1"
+    else:
+        with pytest.raises(AirflowFailException, match=r"balance is 12 credits; this lookup may cost 3"):
+            op.execute(context(DictStore()))
+    assert hook.usage_calls == 1
+    assert len(hook.submitted) == (1 if sent else 0)
+
+
+def test_a_usage_answer_without_a_balance_sends_nothing() -> None:
+    hook = UsageHook(None)
+    with pytest.raises(AirflowFailException, match="without a credit balance"):
+        make(hook, min_credit_balance=5).execute(context(DictStore()))
+    assert hook.submitted == []
+
+
+def test_credit_arguments_are_checked_when_parsed_and_once_rendered() -> None:
+    with pytest.raises(ValueError, match="credit_budget must be a whole number"):
+        make(credit_budget=-1)
+    with pytest.raises(ValueError, match="min_credit_balance must be a whole number"):
+        make(min_credit_balance="plenty")
+    op = make(credit_budget="{{ params.budget }}")  # checked when rendered
+    op.credit_budget = "a lot"  # what the template rendered to
+    with pytest.raises(AirflowFailException, match="credit_budget must be a whole number"):
+        op.execute(context(DictStore()))
+    assert op.hook.submitted == []
+
+
+def test_no_signing_secret_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW__NYNE__CALLBACK_SECRET", raising=False)
+    monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_INTERNAL_URL", "http://127.0.0.1:9")
+    hook = FakeHook()
+    hook.settings = type("Settings", (), {"callback_secret": None})()
+    with pytest.raises(AirflowFailException, match=r"needs a signing secret: set \[nyne\] callback_secret"):
+        make(hook, credit_budget=9).execute(mapped_context(0))
+    assert hook.submitted == []
+
+
+# --- on_kill --------------------------------------------------------------------------------------
+
+
+def kill_log(op: Any, capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    op.on_kill()
+    return " ".join(line for line in capsys.readouterr().out.splitlines() if "[warning" in line)
+
+
+def test_killed_while_waiting_in_the_worker_says_a_retry_reconnects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hook, store = FakeHook(), DictStore()
+    op = make(hook, wait_for_completion=True)
+    with pytest.raises(TaskDeferred):
+        op.execute(context(store))
+    message = kill_log(op, capsys)
+    assert "Nyne request req-new-1 runs" in message
+    assert "charged 3 credits if it completes with results" in message
+    assert (
+        f"reconnects to it instead of paying again (its id is kept in the task state '{STATE_KEY}')"
+        in message
+    )
+    assert store.data[STATE_KEY]["request_id"] == "req-new-1"  # the record is left for the retry
+
+
+def test_killed_when_the_id_could_not_be_kept_says_how_to_attach(capsys: pytest.CaptureFixture[str]) -> None:
+    store = DictStore()
+    store.fail_set_at = 2  # the intent is written; the request id is not
+    op = make(FakeHook())
+    op.execute(context(store))
+    message = kill_log(op, capsys)
+    assert "Nothing keeps its id across tries here" in message
+    assert "set reuse_request_id='req-new-1' to attach to this one" in message
+
+
+def test_killed_while_the_post_is_in_flight_says_the_retry_stops(capsys: pytest.CaptureFixture[str]) -> None:
+    hook, store = FakeHook(), DictStore()
+    op = make(hook)
+    messages: list[str] = []
+    hook.on_send = lambda: messages.append(kill_log(op, capsys))  # killed as the POST leaves
+    op.execute(context(store))
+    [message] = messages
+    assert "killed while submitting a Nyne lookup, before the answer arrived" in message
+    assert "set reuse_request_id, or set resubmit_if_interrupted=True" in message
+
+
+def test_killed_after_attaching_says_a_retry_attaches_again(capsys: pytest.CaptureFixture[str]) -> None:
+    hook = FakeHook({"req-old": status("processing", "req-old")})
+    op = make(hook, reuse_request_id="req-old")
+    op.execute(context(DictStore()))
+    message = kill_log(op, capsys)
+    assert "Nyne request req-old runs" in message
+    assert "a retry attaches to it again" in message
+
+
+def test_killed_before_the_post_sends_nothing_and_frees_what_it_held() -> None:
+    hook, guard, store = FakeHook(), FakeReservations(), DictStore()
+    op = guarded(hook, guard, credit_budget=3)
+    real_hold = op._hold_credits
+
+    def hold_then_killed(ctx: Any, fingerprint: str) -> Any:
+        held = real_hold(ctx, fingerprint)
+        op.on_kill()  # SIGTERM arrives while the guard answers; the process runs on for a moment
+        return held
+
+    op._hold_credits = hold_then_killed  # type: ignore[method-assign]
+    with pytest.raises(AirflowException, match="killed before its lookup was sent; nothing was submitted"):
+        op.execute(mapped_context(0, store))
+    assert hook.submitted == []
+    assert STATE_KEY not in store.data  # no intent left: a retry submits without asking
+    assert guard.reserved == {}
+
+
+def test_a_killed_try_that_finishes_in_its_last_seconds_keeps_the_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_nyne.utils import request_state
+
+    class VariableLike(request_state.RequestStateStore):
+        """The Variable fallback of Airflow 3.1/3.2: deleted when the task succeeds."""
+
+        durable = True
+        kind = "variable"
+
+        def __init__(self) -> None:
+            self.value: Any = None
+            self.released = False
+
+        def read(self) -> Any:
+            return self.value
+
+        def write(self, value: dict[str, Any]) -> None:
+            self.value = value
+
+        def release(self) -> None:
+            self.released = True
+
+    class KilledWhileChecking(FakeHook):
+        def get_interactions_status(self, request_id: str, *, deadline: float | None = None) -> JobStatus:
+            op.on_kill()  # SIGTERM while the status is read; the answer still arrives: completed
+            return super().get_interactions_status(request_id, deadline=deadline)
+
+    store = VariableLike()
+    store.value = {"request_id": "req-old", "fingerprint": fingerprint()}  # a previous try's lookup
+    monkeypatch.setattr(request_state, "request_state_store", lambda context: store)
+    hook = KilledWhileChecking({"req-old": completed("req-old")})
+    op = make(hook, wait_for_completion=True, deferrable=False)
+    assert op.execute(context())["request_id"] == "req-old"
+    assert store.released is False
+    assert store.value["request_id"] == "req-old"

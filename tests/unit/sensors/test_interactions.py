@@ -248,3 +248,27 @@ def test_execute_complete_names_the_cause(
 def test_execute_complete_returns_the_summary() -> None:
     event = {"status": "success", "request_id": "req-1", "total_count": 21, "polls": 4}
     assert make(COMPLETED).execute_complete({}, event) == SUMMARY
+
+
+# --- on_kill ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poking-in-the-worker", "first-check"])
+def test_killed_while_waiting_says_the_lookup_runs_on_and_a_retry_waits_again(
+    deferrable: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sensor = make(status("processing"), deferrable=deferrable)
+    if deferrable:
+        with pytest.raises(TaskDeferred):
+            sensor.execute({})
+    else:
+        assert sensor.poke({}) is False
+    capsys.readouterr()
+    sensor.on_kill()
+    message = " ".join(line for line in capsys.readouterr().out.splitlines() if "[warning" in line)
+    assert (
+        "Nyne request req-1 runs: the lookup keeps running at Nyne (there is no cancel endpoint)" in message
+    )
+    assert "charged 3 credits if it completes with results" in message
+    assert "A retry of this sensor waits for the same request again" in message
+    assert sensor.hook.polled == ["req-1"]  # on_kill itself asks nothing

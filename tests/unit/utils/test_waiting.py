@@ -382,3 +382,129 @@ def test_wait_polls_in_the_worker_when_not_deferrable(
     assert summary["request_id"] == rid
     assert summary["status"] == "completed"
     assert len(sim.ledger.polls()) >= 1
+
+
+# --- deferrable: the deployment's default, for every waiting class -----------------------------
+
+DEFERRABLE_ENV = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
+
+
+def _every_waiting_class(**extra: Any) -> dict[str, Any]:
+    """One task of each class built on the mixin, as a DAG file builds them (``deferrable`` left out)."""
+    from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
+    from airflow_provider_nyne.sensors.interactions import NyneInteractionsSensor
+    from airflow_provider_nyne.transfers.callback_to_storage import NyneCallbackResultToObjectStorageOperator
+    from airflow_provider_nyne.transfers.interactions_to_storage import (
+        NyneInteractionsToObjectStorageOperator,
+    )
+
+    return {
+        "submit": NyneSubmitInteractionsOperator(
+            task_id="submit", username="nasa", interaction_type="followers", **extra
+        ),
+        "sensor": NyneInteractionsSensor(task_id="sense", request_id="r", **extra),
+        "transfer": NyneInteractionsToObjectStorageOperator(
+            task_id="land", request_id="r", path="file:///tmp/nyne-a.jsonl", **extra
+        ),
+        "callback_transfer": NyneCallbackResultToObjectStorageOperator(
+            task_id="cb", request_id="r", path="file:///tmp/nyne-b.jsonl", **extra
+        ),
+        "custom": Waiter(**extra),  # a subclass that calls init_waiting without passing deferrable
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        pytest.param(None, True, id="unset-waits-in-the-triggerer"),
+        pytest.param("True", True, id="set-true"),
+        pytest.param("False", False, id="set-false"),
+    ],
+)
+def test_every_waiting_class_takes_the_deployment_default(
+    monkeypatch: pytest.MonkeyPatch, setting: str | None, expected: bool
+) -> None:
+    if setting is None:
+        monkeypatch.delenv(DEFERRABLE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(DEFERRABLE_ENV, setting)
+    tasks = _every_waiting_class()
+    assert {name: task.deferrable for name, task in tasks.items()} == dict.fromkeys(tasks, expected)
+
+
+@pytest.mark.parametrize("setting", ["True", "False"])
+@pytest.mark.parametrize("explicit", [True, False], ids=["explicit-true", "explicit-false"])
+def test_an_explicit_argument_wins_over_the_deployment(
+    monkeypatch: pytest.MonkeyPatch, setting: str, explicit: bool
+) -> None:
+    monkeypatch.setenv(DEFERRABLE_ENV, setting)
+    tasks = _every_waiting_class(deferrable=explicit)
+    assert {name: task.deferrable for name, task in tasks.items()} == dict.fromkeys(tasks, explicit)
+
+
+def test_default_args_win_over_the_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
+    from airflow_provider_nyne.transfers.interactions_to_storage import (
+        NyneInteractionsToObjectStorageOperator,
+    )
+
+    monkeypatch.setenv(DEFERRABLE_ENV, "False")
+    with DAG("defaults", schedule=None, default_args={"deferrable": True}):
+        submit = NyneSubmitInteractionsOperator(task_id="s", username="nasa", interaction_type="followers")
+        land = NyneInteractionsToObjectStorageOperator(
+            task_id="t", request_id="r", path="file:///tmp/x.jsonl"
+        )
+    assert (submit.deferrable, land.deferrable) == (True, True)
+
+
+def test_a_mapped_task_takes_the_default_when_it_is_unmapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
+
+    monkeypatch.setenv(DEFERRABLE_ENV, "False")
+    mapped = NyneSubmitInteractionsOperator.partial(task_id="m", interaction_type="followers").expand(
+        username=["a", "b"]
+    )
+    assert "deferrable" not in mapped.partial_kwargs  # decided when a worker builds each instance
+    assert mapped.unmap({"username": "a"}).deferrable is False
+
+
+def test_waiting_for_a_callback_stays_in_the_triggerer_whatever_the_deployment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_nyne.operators.interactions import NyneSubmitInteractionsOperator
+
+    monkeypatch.setenv(DEFERRABLE_ENV, "False")
+    fields = {"username": "nasa", "interaction_type": "followers", "wait_mode": "callback"}
+    waits = NyneSubmitInteractionsOperator(task_id="w", wait_for_completion=True, **fields)
+    assert waits.deferrable is True  # a callback wakes a deferred task: there is no worker-side wait
+    with pytest.raises(ValueError, match="needs deferrable=True"):
+        NyneSubmitInteractionsOperator(task_id="x", wait_for_completion=True, deferrable=False, **fields)
+
+
+# --- on_kill ------------------------------------------------------------------------------------
+
+
+def kill_log(task: Any, capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``on_kill`` logs (the task logger writes to stdout in tests)."""
+    capsys.readouterr()
+    task.on_kill()
+    return " ".join(line for line in capsys.readouterr().out.splitlines() if "[warning" in line)
+
+
+def test_killed_before_anything_was_sent_says_nothing_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "before any Nyne lookup was submitted" in kill_log(Waiter(), capsys)
+
+
+def test_killed_while_waiting_names_the_request_the_charge_and_the_retry(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    waiter = Waiter(hook=StatusHook(RUNNING))
+    with pytest.raises(TaskDeferred):
+        waiter.wait_for("req-1")
+    message = kill_log(waiter, capsys)
+    assert "Nyne request req-1" in message
+    assert "keeps running at Nyne (there is no cancel endpoint)" in message
+    assert "charged 3 credits if it completes with results" in message
+    assert "A retry of this task waits for the same request again." in message
