@@ -35,8 +35,7 @@ VERSION_TABLE = "alembic_version_nyne"
 #: Provider version -> Alembic head, oldest first (``airflow db-manager migrate --to-version``).
 _REVISION_HEADS_MAP: dict[str, str] = {
     "1.0.0": "686b7dc1472d",
-    "1.1.0": "122186509935",
-    "1.2.0": "0e51a090a723",
+    "1.1.0": "0e51a090a723",
 }
 
 

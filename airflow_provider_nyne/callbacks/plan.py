@@ -157,7 +157,7 @@ def plan_callback(
     base = config.base_url(required=True)
     assert base is not None
     connection_secret = hook.settings.callback_secret
-    secret = connection_secret or config.config_secret()
+    secret = config.signing_secret(connection_secret)
     if not secret:
         raise CallbackConfigError(
             f"callback mode needs a signing secret: set the callback_secret extra of connection "

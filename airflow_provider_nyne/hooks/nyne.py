@@ -374,14 +374,9 @@ class NyneHook(BaseHook):
             return False, f"{type(err).__name__}: {err}"
         finally:
             self.close()
-        credits = next(
-            (
-                usage[k]
-                for k in ("credits_remaining", "remaining_credits", "credits", "balance")
-                if k in usage
-            ),
-            None,
-        )
+        from airflow_provider_nyne.utils.credits import balance_from_usage
+
+        credits = balance_from_usage(usage)
         suffix = f" ({credits} credits remaining)" if credits is not None else ""
         return True, f"Connection to the Nyne API works{suffix}"
 

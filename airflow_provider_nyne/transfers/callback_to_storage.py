@@ -102,7 +102,7 @@ class NyneCallbackResultToObjectStorageOperator(NyneInteractionsToObjectStorageO
         status: JobStatus | None = None
         if not _blank(self.correlation_id):
             try:
-                secret = self.hook.settings.callback_secret or config.config_secret()
+                secret = config.signing_secret(self.hook.settings.callback_secret)
                 status = fetch_callback_status(request_id, str(self.correlation_id), secret=secret)
             except NyneError as err:
                 if not self.fallback_to_api:

@@ -179,7 +179,8 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
         interactions, instead of writing an empty file
     :param wait_for_completion: when the request is still running, wait for it (deferring
         to the triggerer when ``deferrable``) instead of failing
-    :param deferrable: wait in the triggerer rather than in the worker
+    :param deferrable: wait in the triggerer rather than in the worker (default: the deployment's
+        ``[operators] default_deferrable`` when it sets it, else ``True``)
     :param timeout: how long to wait for completion before failing, seconds or a timedelta (default 24 h)
     :param poll_interval: seconds before the first status poll while waiting (default 2;
         the wait backs off from there, up to a minute between polls)
@@ -201,7 +202,7 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
         overwrite: bool = False,
         skip_if_empty: bool = False,
         wait_for_completion: bool = False,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         **kwargs: Any,

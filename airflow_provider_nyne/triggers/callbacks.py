@@ -117,7 +117,7 @@ class NyneCallbackTrigger(BaseTrigger):
         except NyneError as exc:
             self.log.warning("Cannot read connection %r for the callback secret: %s", self.nyne_conn_id, exc)
             secret = None
-        return secret or config.config_secret()
+        return config.signing_secret(secret)
 
     async def read_mailbox(self, hook: NyneHook) -> dict[str, Any] | None:
         """
@@ -215,6 +215,15 @@ class NyneCallbackTrigger(BaseTrigger):
         event["source"] = source
         event["correlation_id"] = self.correlation_id
         return event
+
+    async def on_kill(self) -> None:
+        """A user killed the waiting task (Airflow 3.3+): say that the lookup keeps running at Nyne."""
+        from airflow_provider_nyne.utils.waiting import killed_message
+
+        self.log.warning(
+            "%s",
+            killed_message(self.request_id, "A retry or clear of the task waits for this request again."),
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Read the mailbox at start and every ``mailbox_interval`` s; reconcile once at the deadline."""

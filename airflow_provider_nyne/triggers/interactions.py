@@ -98,6 +98,15 @@ class NyneInteractionsTrigger(BaseTrigger):
             },
         )
 
+    async def on_kill(self) -> None:
+        """A user killed the waiting task (Airflow 3.3+): say that the lookup keeps running at Nyne."""
+        from airflow_provider_nyne.utils.waiting import killed_message
+
+        self.log.warning(
+            "%s",
+            killed_message(self.request_id, "A retry or clear of the task waits for this request again."),
+        )
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait, then fire one event with the outcome."""
         try:

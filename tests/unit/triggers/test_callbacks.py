@@ -219,3 +219,10 @@ async def test_config_secret_is_used_when_the_connection_has_none(monkeypatch: p
         event = await _first_event(_trigger())
     assert route.called
     assert event["status"] == "success"
+
+
+async def test_a_killed_wait_says_the_lookup_keeps_running(capsys: pytest.CaptureFixture[str]) -> None:
+    trigger = _trigger()
+    await trigger.on_kill()
+    [line] = [line for line in capsys.readouterr().out.splitlines() if trigger.request_id in line]
+    assert "keeps running at Nyne" in line

@@ -300,3 +300,11 @@ async def test_secrets_never_in_serialize_repr_events_or_logs(
     )
     assert KEY not in exposed
     assert SECRET not in exposed
+
+
+async def test_a_killed_wait_says_the_lookup_keeps_running(capsys: pytest.CaptureFixture[str]) -> None:
+    # Airflow 3.3 calls a trigger's on_kill when a user kills the waiting task (its log: stdout here).
+    await make_trigger().on_kill()
+    [line] = [line for line in capsys.readouterr().out.splitlines() if "req-1" in line]
+    assert "keeps running at Nyne" in line
+    assert "waits for this request again" in line

@@ -14,7 +14,7 @@ revision = "0e51a090a723"
 down_revision = "122186509935"
 branch_labels = None
 depends_on = None
-nyne_version = "1.2.0"
+nyne_version = "1.1.0"
 
 
 def upgrade() -> None:
