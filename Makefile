@@ -49,16 +49,18 @@ e2e: $(STAMP)
 production: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -m production tests/e2e
 
-# The suite against the source tree while the version-matrix venvs are built (pip mostly waits
-# on the network and the disk), then the suite against the built wheel on each matrix venv, then
-# the production topology alone (it wants both cores).
+# What runs on the source tree (the end-to-end tests and the checks of the repository's tooling)
+# while the version-matrix venvs are built (pip mostly waits on the network and the disk); then
+# the unit and integration tests against the built wheel on each matrix venv (the newest end is
+# the .venv's Airflow, so running them on the source tree too would repeat them); then the
+# production topology alone (it wants both cores).
 test: lint typecheck docs $(STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=target suite matrix-envs
 	$(MAKE) --no-print-directory matrix
 	$(MAKE) --no-print-directory production
 
 suite: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -m "not production" tests
+	$(BIN)/pytest -q -p no:cacheprovider -m "(e2e or repo) and not production" tests
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py

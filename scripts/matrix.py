@@ -4,7 +4,7 @@ For each Airflow version of the matrix this script keeps a virtual environment u
 ``.matrix/airflow-<version>/venv`` with exactly what a user gets from
 ``pip install "airflow_provider_nyne-<v>.whl[test,s3,parquet]" "apache-airflow==<version>"``
 (no constraint files: every other dependency is resolved from the ranges the wheel declares),
-then runs ``pytest -m "not e2e"`` over a copy of the repository that has no
+then runs ``pytest -m "not e2e and not repo"`` over a copy of the repository that has no
 ``airflow_provider_nyne/`` folder, so that the tests import the package installed from the
 wheel and not the source tree.
 
@@ -51,8 +51,10 @@ PACKAGE = "airflow_provider_nyne"
 NEWEST_AIRFLOW = "3.3.2"
 #: Extras installed with the wheel: what the test suite needs.
 EXTRAS = "test,s3,parquet"
-#: Marker expression of the tests run in each environment.
-MARKERS = "not e2e"
+#: Marker expression of the tests run in each environment: the unit and integration tests. The
+#: end-to-end tests and the checks of the repository's own tooling (``repo``: the docs site, the
+#: benchmarks' smoke test) run once, on the source tree (``make suite``).
+MARKERS = "not e2e and not repo"
 #: Bump to force every environment to be rebuilt (a change in how they are built).
 SETUP_REVISION = "1"
 

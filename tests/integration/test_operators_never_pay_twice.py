@@ -511,17 +511,26 @@ def test_the_readme_states_how_many_bad_inputs_are_refused() -> None:
 
 def _dag_with_bad_inputs() -> tuple[str, dict[str, str], dict[str, tuple[list[str], str | None]]]:
     """
-    A DAG with one task per URL-bearing bad input.
+    A DAG with up to three tasks per field the URL-bearing bad inputs are refused for.
+
+    Every case is refused before any request by
+    :func:`test_every_bad_input_is_refused_before_any_request`; the DAG run shows the same
+    refusal as a failed task without a retry, for which a few cases per field are proof enough
+    (Airflow 3.1's ``dag.test`` spends 1.5 s starting each task: all 69 cases took two minutes).
 
     Returns its source, the field each task's failure must name, and the connections the
     tasks use (allow-list, Base URL) by connection id.
     """
     tasks, expected, connections = [], {}, {}
+    per_field: dict[str, int] = {}
     for case in BAD_INPUTS:
         fields, hosts, base_url, field = case.values
         urls = [fields.get(k) for k in ("social_media_url", "twitter_url", "callback_url")]
         if base_url is None and not any(isinstance(u, str) for u in urls):
             continue
+        if per_field.get(field, 0) == 3:
+            continue
+        per_field[field] = per_field.get(field, 0) + 1
         task_id = re.sub(r"[^A-Za-z0-9_]", "_", case.id)
         conn_id = f"nyne_case_{task_id}" if hosts or base_url else "nyne_default"
         if conn_id != "nyne_default":
@@ -550,7 +559,7 @@ def test_bad_urls_fail_their_tasks_in_a_dag_run_without_any_request(
     source, expected, connections = _dag_with_bad_inputs()
     for conn_id, (hosts, base_url) in connections.items():
         set_connection(monkeypatch, conn_id, _connection(sim, hosts, base_url))
-    assert len(expected) >= 60  # the URL cases of the table and the credential Base URLs
+    assert set(expected.values()) >= {"social_media_url", "callback_url", "host"}
 
     run = load_dag(source, "nyne_bad_urls").test()
 

@@ -12,6 +12,9 @@ from benchmarks.__main__ import SECTIONS, SIZES, results_markdown, run
 from benchmarks._common import Table, machine_info
 from benchmarks.parse import PROVIDER_MODULES, example_files
 
+# The repository's own tooling, the same on every Airflow version: run on the source tree only.
+pytestmark = pytest.mark.repo
+
 SMALL = SIZES["small"]
 FLEET_COLUMNS = [
     "trigger",

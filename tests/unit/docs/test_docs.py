@@ -16,6 +16,9 @@ from types import ModuleType
 
 import pytest
 
+# The repository's own tooling, the same on every Airflow version: run on the source tree only.
+pytestmark = pytest.mark.repo
+
 ROOT = Path(__file__).resolve().parents[3]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"

@@ -18,6 +18,9 @@ import pytest
 
 from tests.unit.docs.test_docs import ROOT, _includes, hooks
 
+# The repository's own tooling, the same on every Airflow version: run on the source tree only.
+pytestmark = pytest.mark.repo
+
 pytest.importorskip("mkdocs")
 pytest.importorskip("material")
 pytest.importorskip("mkdocstrings_handlers.python")
