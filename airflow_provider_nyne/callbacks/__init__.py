@@ -2,6 +2,7 @@
 
 * :mod:`~airflow_provider_nyne.callbacks.tokens`: capability URLs (correlation id + HMAC token).
 * :mod:`~airflow_provider_nyne.callbacks.receiver`: the FastAPI app the api-server mounts at ``/nyne``.
+* :mod:`~airflow_provider_nyne.callbacks.service`: what the receiver does with a delivery, independent of HTTP.
 * :mod:`~airflow_provider_nyne.callbacks.plugin`: the Airflow plugin that mounts it.
 * :mod:`~airflow_provider_nyne.callbacks.store`: the provider's table of received callbacks.
 * :mod:`~airflow_provider_nyne.callbacks.db_manager`: that table under ``airflow db migrate``/``reset``.

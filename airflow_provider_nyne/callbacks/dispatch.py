@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from airflow_provider_nyne.callbacks.receiver import TaskSubmission
+from airflow_provider_nyne.callbacks.service import TaskSubmission
 from airflow_provider_nyne.callbacks.tokens import CORRELATION_XCOM_KEY, CallbackTarget
 from airflow_provider_nyne.operators.interactions import REQUEST_ID_XCOM_KEY
 

@@ -22,7 +22,8 @@ from fastapi import FastAPI
 
 from airflow_provider_nyne.callbacks.db_manager import NyneCallbackDBManager
 from airflow_provider_nyne.callbacks.dispatch import AirflowBackend
-from airflow_provider_nyne.callbacks.receiver import CallbackService, create_app
+from airflow_provider_nyne.callbacks.receiver import create_app
+from airflow_provider_nyne.callbacks.service import CallbackService
 from airflow_provider_nyne.callbacks.tokens import URL_PREFIX
 from airflow_provider_nyne.testing.simulator import NyneSimulator
 from tests.fixtures.airflow_processes import free_port

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from airflow_provider_nyne.callbacks import store
-from airflow_provider_nyne.callbacks.receiver import TaskSubmission
+from airflow_provider_nyne.callbacks.service import TaskSubmission
 from airflow_provider_nyne.callbacks.tokens import CallbackTarget, encode_correlation_id
 
 SECRET = "unit-test-callback-secret"

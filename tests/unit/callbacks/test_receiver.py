@@ -12,12 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from airflow_provider_nyne.callbacks import store
-from airflow_provider_nyne.callbacks.receiver import (
-    NOT_FOUND_BODY,
-    CallbackService,
-    TaskSubmission,
-    create_app,
-)
+from airflow_provider_nyne.callbacks.receiver import NOT_FOUND_BODY, create_app
+from airflow_provider_nyne.callbacks.service import CallbackService, TaskSubmission
 from airflow_provider_nyne.callbacks.tokens import (
     TOKEN_HEADER,
     CallbackTarget,

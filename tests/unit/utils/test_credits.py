@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from sqlalchemy import create_engine
 
 from airflow_provider_nyne.callbacks import store
-from airflow_provider_nyne.callbacks.receiver import CallbackService, create_app
+from airflow_provider_nyne.callbacks.receiver import create_app
+from airflow_provider_nyne.callbacks.service import CallbackService
 from airflow_provider_nyne.callbacks.tokens import URL_PREFIX
 from airflow_provider_nyne.utils.credits import (
     CreditGuardError,
