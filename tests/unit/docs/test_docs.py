@@ -89,8 +89,14 @@ def test_readme_links_into_the_docs_are_absolute_and_exist() -> None:
         assert target.startswith("https://"), f"a relative link breaks on PyPI: {target}"
     pages = [t[len(DOCS_URL) :] for t in targets if t.startswith(DOCS_URL)]
     assert "index.md" in pages
-    for page in pages:
-        assert (DOCS / page).is_file(), page
+    for link in pages:
+        page, _, anchor = link.partition("#")
+        assert (DOCS / page).is_file(), link
+        if anchor:
+            # MkDocs' anchor of a heading: lower case, words joined by hyphens.
+            headings = re.findall(r"^#+ (.+)$", (DOCS / page).read_text(), re.M)
+            anchors = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+            assert anchor in anchors, link
 
 
 # --- the pages ------------------------------------------------------------------------------
