@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 #: Delay before the first poll. Most lookups take seconds: the first answer comes quickly.
 DEFAULT_POLL_INTERVAL = 2.0
@@ -27,7 +26,6 @@ DEFAULT_JITTER = 0.1
 DEFAULT_MAX_TRANSIENT_ERRORS = 10
 
 
-@dataclass(frozen=True)
 class PollSchedule:
     """
     When to poll: fast at first, exponentially slower, capped.
@@ -44,22 +42,46 @@ class PollSchedule:
     :param jitter: random spread of each delay, as a fraction (0.1 = +/- 10%; 0 = exact)
     """
 
-    poll_interval: float = DEFAULT_POLL_INTERVAL
-    max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL
-    backoff_factor: float = DEFAULT_BACKOFF_FACTOR
-    jitter: float = DEFAULT_JITTER
+    # A plain class, not a dataclass: operators build one when a DAG file is parsed, and
+    # generating a dataclass's methods costs about 1 ms in every parsing process.
+    __slots__ = ("backoff_factor", "jitter", "max_poll_interval", "poll_interval")
 
-    def __post_init__(self) -> None:
-        if not self.poll_interval > 0:
-            raise ValueError(f"poll_interval must be > 0, got {self.poll_interval!r}")
-        if not self.max_poll_interval >= self.poll_interval:
+    def __init__(
+        self,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
+        jitter: float = DEFAULT_JITTER,
+    ) -> None:
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
+        if not max_poll_interval >= poll_interval:
             raise ValueError(
-                f"max_poll_interval ({self.max_poll_interval!r}) must be >= poll_interval ({self.poll_interval!r})"
+                f"max_poll_interval ({max_poll_interval!r}) must be >= poll_interval ({poll_interval!r})"
             )
-        if not self.backoff_factor >= 1:
-            raise ValueError(f"backoff_factor must be >= 1, got {self.backoff_factor!r}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), got {self.jitter!r}")
+        if not backoff_factor >= 1:
+            raise ValueError(f"backoff_factor must be >= 1, got {backoff_factor!r}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.backoff_factor = backoff_factor
+        self.jitter = jitter
+
+    def _values(self) -> tuple[float, float, float, float]:
+        return (self.poll_interval, self.max_poll_interval, self.backoff_factor, self.jitter)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PollSchedule) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (
+            f"PollSchedule(poll_interval={self.poll_interval!r}, max_poll_interval={self.max_poll_interval!r}, "
+            f"backoff_factor={self.backoff_factor!r}, jitter={self.jitter!r})"
+        )
 
     def base_delay(self, n: int) -> float:
         """The delay before poll ``n`` (from 0), without jitter."""

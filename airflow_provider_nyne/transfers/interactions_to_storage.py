@@ -27,7 +27,12 @@ from airflow_provider_nyne._compat import (
 )
 from airflow_provider_nyne.client.errors import NyneError
 from airflow_provider_nyne.client.schedule import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
-from airflow_provider_nyne.utils.arguments import DEFAULT_CONN_ID, DEFAULT_TIMEOUT, check_format
+from airflow_provider_nyne.utils.arguments import (
+    DEFAULT_CONN_ID,
+    DEFAULT_TIMEOUT,
+    check_format,
+    template_start,
+)
 from airflow_provider_nyne.utils.waiting import NyneWaitMixin
 
 # The DAG processor imports this module on every parse: the hook and its HTTP client and the
@@ -39,15 +44,6 @@ if TYPE_CHECKING:
     from airflow_provider_nyne.transfers._writers import OutputMarker
 
 _LOCAL_SCHEMES = ("", "file", "local")
-
-
-_TEMPLATE_MARKERS = ("{{", "{%", "{#")
-
-
-def _template_start(text: str) -> int:
-    """Where the first Jinja expression, statement or comment starts in ``text`` (-1: none)."""
-    found = [i for i in (text.find(m) for m in _TEMPLATE_MARKERS) if i >= 0]
-    return min(found) if found else -1
 
 
 def asset_uri(path: str | ObjectStoragePath) -> str:
@@ -87,7 +83,7 @@ def output_folder(path: str | ObjectStoragePath) -> str | None:
     :param path: the destination as the DAG declares it
     """
     text = str(path).strip()
-    start = _template_start(text)
+    start = template_start(text)
     prefix = text if start < 0 else text[:start]
     folder = prefix[: prefix.rfind("/")] if "/" in prefix else ""
     parts = urlsplit(folder)
@@ -118,7 +114,7 @@ def output_asset(path: str | ObjectStoragePath, *, dag_id: str | None, task_id: 
     :param dag_id: the transfer's DAG, if known
     :param task_id: the transfer's task id
     """
-    if _template_start(str(path)) < 0:
+    if template_start(str(path)) < 0:
         return Asset(uri=asset_uri(path))
     folder = output_folder(path)
     if folder is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 from datetime import timedelta
 
 from airflow_provider_nyne._compat import get_config_option
@@ -142,7 +141,14 @@ def resolve_deferrable(deferrable: bool | None) -> bool:
     return default_deferrable() if deferrable is None else bool(deferrable)
 
 
-_TEMPLATE = re.compile(r"{{|{%")
+#: What starts a Jinja expression, statement or comment.
+TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+def template_start(text: str) -> int:
+    """Where the first Jinja expression, statement or comment starts in ``text`` (-1: none)."""
+    found = [i for i in (text.find(m) for m in TEMPLATE_MARKERS) if i >= 0]
+    return min(found) if found else -1
 
 
 def is_templated(value: object) -> bool:
@@ -151,7 +157,7 @@ def is_templated(value: object) -> bool:
 
     :param value: an argument's value
     """
-    return isinstance(value, str) and _TEMPLATE.search(value) is not None
+    return isinstance(value, str) and template_start(value) >= 0
 
 
 def credits_argument(value: object, *, name: str) -> int | None:

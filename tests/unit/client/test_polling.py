@@ -187,6 +187,15 @@ def test_schedule_rejects_nonsense(kwargs: dict[str, float]) -> None:
         PollSchedule(**kwargs)
 
 
+def test_schedules_are_values() -> None:
+    same = PollSchedule(poll_interval=5, max_poll_interval=30)
+    assert same == PollSchedule(5, 30)
+    assert hash(same) == hash(PollSchedule(5, 30))
+    assert same != PollSchedule(5, 30, jitter=0)
+    assert same != (5, 30, 1.5, 0.1)
+    assert repr(same) == "PollSchedule(poll_interval=5, max_poll_interval=30, backoff_factor=1.5, jitter=0.1)"
+
+
 # --- Terminal outcomes --------------------------------------------------------------------
 
 

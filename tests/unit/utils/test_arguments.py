@@ -17,6 +17,7 @@ from airflow_provider_nyne.utils.arguments import (
     default_deferrable,
     deployment_default_deferrable,
     is_templated,
+    template_start,
 )
 
 ENV = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
@@ -167,3 +168,20 @@ def test_a_template_is_checked_once_rendered() -> None:
     assert check_credits_argument(template, name="credit_budget") == template
     with pytest.raises(ValueError, match="template that was not rendered"):
         credits_argument(template, name="credit_budget")
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("s3://bucket/nasa.jsonl", -1),
+        ("s3://bucket/{{ ds }}/x", 12),
+        ("{% if params.x %}a{% endif %}", 0),
+        ("a/{# note #}b/{{ ds }}", 2),
+        ("brace { only } here", -1),
+    ],
+)
+def test_one_rule_says_where_a_template_starts(text: str, start: int) -> None:
+    # The operators' parse-time checks and the transfer's asset URI use the same rule.
+    assert template_start(text) == start
+    assert is_templated(text) is (start >= 0)
+    assert not is_templated(12)
