@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from airflow_provider_nyne.callbacks.service import TaskSubmission
 from airflow_provider_nyne.callbacks.tokens import CORRELATION_XCOM_KEY, CallbackTarget
 from airflow_provider_nyne.operators.interactions import REQUEST_ID_XCOM_KEY
+from airflow_provider_nyne.utils.credits import ReservationKey
 
 __all__ = [
     "TRIGGER_CLASSPATH",
@@ -143,7 +144,9 @@ class AirflowBackend:
 
     # Dispatch ---------------------------------------------------------------------------
 
-    def _task_instance(self, session: Session, target: CallbackTarget, *, lock: bool = False) -> Any:
+    def _task_instance(
+        self, session: Session, target: CallbackTarget | ReservationKey, *, lock: bool = False
+    ) -> Any:
         from airflow.models.taskinstance import TaskInstance
         from airflow.utils.sqlalchemy import with_row_locks
 
@@ -156,6 +159,18 @@ class AirflowBackend:
         if lock:
             query = with_row_locks(query, session=session, of=TaskInstance)
         return session.scalars(query).one_or_none()
+
+    def task_running(self, session: Session, task: ReservationKey) -> bool:
+        """
+        Whether the task instance a credit reservation names is running now.
+
+        :param session: the receiver's transaction
+        :param task: the reservation's key
+        """
+        from airflow.utils.state import TaskInstanceState
+
+        ti = self._task_instance(session, task)
+        return ti is not None and ti.state == TaskInstanceState.RUNNING
 
     def task_submission(self, session: Session, target: CallbackTarget) -> TaskSubmission | None:
         """

@@ -285,6 +285,8 @@ def create_app(service: CallbackService | None = None) -> FastAPI:
             return await run_in_threadpool(work)
         except credits.CreditRequestError as exc:
             return _error(400, str(exc))
+        except CallbackRefusedError as exc:
+            return _error(exc.status_code, exc.detail)
         except Exception as exc:
             svc.explain_failure(exc, f"Nyne credit guard: {what} failed; answering 503")
             return _error(503, f"credit {what} not recorded; try again", {"Retry-After": "1"})

@@ -121,6 +121,9 @@ class CallbackBackend(Protocol):
     def task_outlets(self, session: Session, target: CallbackTarget) -> list[tuple[str, str]]:
         """``(name, uri)`` of the Assets the submitting task declares as outlets."""
 
+    def task_running(self, session: Session, task: credits.ReservationKey) -> bool:
+        """Whether the task instance a credit reservation names is running now."""
+
     def register_asset_event(self, session: Session, target: CallbackTarget, extra: Mapping[str, Any]) -> str:
         """Record an Asset event; returns a dispatch label."""
 
@@ -367,11 +370,21 @@ class CallbackService:
 
         :param data: an authenticated request body
         :raises CreditRequestError: naming a bad field
+        :raises CallbackRefusedError: ``403`` when the task instance is not running
         """
         key = credits.ReservationKey.from_json(data)
         budget = credits.check_budget(data.get("budget"))
-        result = credits.reserve_with_retries(self.backend.session, key, budget)
         label = f"{key.dag_id}.{key.task_id}[{key.map_index}] @ {key.run_id}"
+        # Only a running task sends lookups: the connection's secret alone does not let anyone
+        # fill a run's budget (and so stop its tasks) from outside a task.
+        with self.backend.session() as session:
+            running = self.backend.task_running(session, key)
+        if not running:
+            log.warning("Nyne credit reservation refused: task instance %s is not running", label)
+            raise CallbackRefusedError(
+                403, f"task instance {label} is not running: only a running task reserves credits"
+            )
+        result = credits.reserve_with_retries(self.backend.session, key, budget)
         if not result.granted:
             log.warning(
                 "Nyne credit budget refused %s: %d of %d credits reserved (connection %r)",

@@ -396,7 +396,7 @@ class CreditReservations:
                         "make sure the task and the api-server sign with the same secret",
                         retryable=False,
                     )
-                if response.status_code == 400:
+                if response.status_code in (400, 403):
                     raise CreditGuardError(
                         f"the credit guard refused the request: {response.text[:200]}", retryable=False
                     )

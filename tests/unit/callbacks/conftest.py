@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from airflow_provider_nyne.callbacks import store
 from airflow_provider_nyne.callbacks.service import TaskSubmission
 from airflow_provider_nyne.callbacks.tokens import CallbackTarget, encode_correlation_id
+from airflow_provider_nyne.utils.credits import ReservationKey
 
 SECRET = "unit-test-callback-secret"
 
@@ -43,6 +44,7 @@ class FakeBackend:
         self.resume_results: list[str] = []
         self.fail_dispatch: Exception | None = None
         self.secret_lookups: list[str] = []
+        self.not_running: set[TaskKey] = set()  # task instances a credit reservation is refused for
         self.calls = 0  # every backend call, to prove an inert receiver makes none
 
     def submitted(self, target: CallbackTarget, request_id: str | None) -> None:
@@ -78,6 +80,10 @@ class FakeBackend:
     def task_outlets(self, session: Session, target: CallbackTarget) -> list[tuple[str, str]]:
         self.calls += 1
         return self.outlets.get((target.dag_id, target.task_id), [])
+
+    def task_running(self, session: Session, task: ReservationKey) -> bool:
+        self.calls += 1
+        return (task.dag_id, task.task_id, task.run_id, task.map_index) not in self.not_running
 
     def register_asset_event(self, session: Session, target: CallbackTarget, extra: Mapping[str, Any]) -> str:
         if self.fail_dispatch is not None:

@@ -108,3 +108,46 @@ def test_connection_secret_is_read_from_the_connection(
     )
     assert backend.connection_secret("nyne_cb_test") == "from-conn"
     assert backend.connection_secret("nyne_cb_missing") is None
+
+
+RUNNING_PROBE_DAG = """
+import os
+import pendulum
+from airflow.sdk import DAG, task
+
+from airflow_provider_nyne.callbacks.dispatch import AirflowBackend
+from airflow_provider_nyne.utils.credits import ReservationKey
+
+with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
+
+    @task
+    def lookup(run_id=None):
+        backend = AirflowBackend()
+        key = ReservationKey("{dag_id}", run_id, "lookup", -1, "nyne_default", "f1")
+        with backend.session() as session:  # what the receiver sees while the task runs
+            running = backend.task_running(session, key)
+        with open(os.environ["NYNE_TEST_PROBE"], "w") as out:
+            out.write(str(running))
+
+    lookup(run_id="{{{{ run_id }}}}")
+"""
+
+
+def test_only_a_running_task_instance_counts_as_running(
+    backend: AirflowBackend, load_dag: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_nyne.utils.credits import ReservationKey
+
+    probe = tmp_path / "probe.txt"
+    monkeypatch.setenv("NYNE_TEST_PROBE", str(probe))
+    dag_id = f"credit_guard_{uuid.uuid4().hex[:8]}"
+    run = load_dag(RUNNING_PROBE_DAG.format(dag_id=dag_id), dag_id).test()
+    assert probe.read_text() == "True"
+
+    def key(run_id: str, task_id: str = "lookup") -> ReservationKey:
+        return ReservationKey(dag_id, run_id, task_id, -1, "nyne_default", "f1")
+
+    with backend.session() as session:
+        assert backend.task_running(session, key(run.run_id)) is False  # finished
+        assert backend.task_running(session, key(run.run_id, "no_such_task")) is False
+        assert backend.task_running(session, key("no_such_run")) is False

@@ -807,6 +807,23 @@ def test_signed_reservations_share_the_budget_and_refuse_past_it(client: TestCli
     assert again.json()["reservation_id"] == first.json()["reservation_id"]
 
 
+def test_only_a_running_task_instance_reserves_credits(
+    client: TestClient, fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Holding the connection's secret is not enough to fill a run's budget from outside a task.
+    fake_backend.not_running.add(("fan_out", "lookup", "run-1", 1))
+    answer = _signed(client, "reserve", _credit_body(1, budget=6))
+    assert answer.status_code == 403
+    assert answer.json()["detail"] == (
+        "task instance fan_out.lookup[1] @ run-1 is not running: only a running task reserves credits"
+    )
+    assert _credit_rows(fake_backend) == 0
+    assert "task instance fan_out.lookup[1] @ run-1 is not running" in caplog.text
+    assert SECRET not in caplog.text
+    # The running task instances of the same run still get the whole budget.
+    assert [_signed(client, "reserve", _credit_body(i, budget=6)).status_code for i in (0, 2)] == [200, 200]
+
+
 def test_a_release_gives_back_once_and_lets_another_task_in(client: TestClient) -> None:
     reservation_id = _signed(client, "reserve", _credit_body(0, budget=3)).json()["reservation_id"]
     assert _signed(client, "reserve", _credit_body(1, budget=3)).status_code == 409

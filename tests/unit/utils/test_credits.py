@@ -51,17 +51,22 @@ def test_the_floor_counts_every_lookup_about_to_be_sent() -> None:
 
 
 @pytest.fixture
-def guard_url(tmp_path: Path) -> Iterator[str]:
-    """The receiver app (credit routes on, callbacks off) on a SQLite file, served on loopback."""
+def guard_backend(tmp_path: Path) -> Iterator[FakeBackend]:
     engine = create_engine(f"sqlite:///{tmp_path / 'guard.db'}")
     store.metadata.create_all(engine)
+    yield FakeBackend(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def guard_url(guard_backend: FakeBackend) -> Iterator[str]:
+    """The receiver app (credit routes on, callbacks off) on a SQLite file, served on loopback."""
     # Callbacks off, a deployment secret on: the credit routes answer (nyne_default signs with its own).
-    service = CallbackService(FakeBackend(engine), enabled=False, config_secret=lambda: "deployment-secret")
+    service = CallbackService(guard_backend, enabled=False, config_secret=lambda: "deployment-secret")
     api_server = FastAPI()
     api_server.mount(URL_PREFIX, create_app(service))  # as the api-server mounts the plugin's app
     with serve(api_server) as url:
         yield url
-    engine.dispose()
 
 
 def _key(map_index: int) -> ReservationKey:
@@ -86,6 +91,16 @@ def test_a_wrong_secret_names_the_settings_to_check(guard_url: str) -> None:
         CreditReservations(guard_url, "not-the-secret").reserve(_key(0), 3)
     assert info.value.retryable is False
     assert "not-the-secret" not in str(info.value)
+
+
+def test_a_task_instance_that_is_not_running_is_refused_for_good(
+    guard_url: str, guard_backend: FakeBackend
+) -> None:
+    guard_backend.not_running.add(("fan_out", "lookup", "run-1", 0))
+    with pytest.raises(CreditGuardError, match=r"fan_out\.lookup\[0\] @ run-1 is not running") as info:
+        CreditReservations(guard_url, SECRET).reserve(_key(0), 3)
+    assert info.value.retryable is False
+    assert SECRET not in str(info.value)
 
 
 def test_an_unreachable_api_server_is_tried_again_then_reported_as_retryable() -> None:
