@@ -14,7 +14,10 @@ budget in the process (see :mod:`airflow_provider_nyne.client.budget`).
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -205,6 +208,26 @@ def settings_from_connection(conn: Any) -> NyneConnectionSettings:
     )
 
 
+#: Seconds for which hooks of one event loop reuse a connection one of them read (see
+#: :meth:`NyneHook.aget_settings`); a changed connection is seen after that.
+ASYNC_SETTINGS_REUSE = 1.0
+#: Per event loop: connection id -> (when its read started, the read).
+_READS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[NyneConnectionSettings]]]
+] = weakref.WeakKeyDictionary()
+
+
+def _reusable(started: float, read: asyncio.Future[NyneConnectionSettings]) -> bool:
+    """A read under way, or one that succeeded less than ``ASYNC_SETTINGS_REUSE`` seconds ago."""
+    if not read.done():
+        return True
+    return (
+        not read.cancelled()
+        and read.exception() is None
+        and time.monotonic() - started < ASYNC_SETTINGS_REUSE
+    )
+
+
 class NyneHook(BaseHook):
     """
     Interact with the Nyne Social Interactions API through an Airflow connection.
@@ -257,9 +280,30 @@ class NyneHook(BaseHook):
         return settings_from_connection(conn)
 
     async def aget_settings(self) -> NyneConnectionSettings:
-        """The connection's settings, read without blocking the event loop."""
-        if self._async_settings is not None:
-            return self._async_settings
+        """
+        The connection's settings, read without blocking the event loop.
+
+        Hooks of one event loop share a read of the same connection that is under way or
+        finished less than :data:`ASYNC_SETTINGS_REUSE` seconds ago: a fan-out's waits reach
+        the triggerer together, and reading the connection once per wait held its event loop
+        for about 0.3 ms each.
+        """
+        if self._async_settings is None:
+            reads = _READS.setdefault(asyncio.get_running_loop(), {})
+            read = reads.get(self.nyne_conn_id)
+            if read is None or not _reusable(*read):
+                task = asyncio.ensure_future(self._aread_settings())
+                # Retrieved even when every hook waiting for it was cancelled (no asyncio warning).
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                read = reads[self.nyne_conn_id] = (time.monotonic(), task)
+            # Shielded: one cancelled wait does not cancel the read the others share.
+            self._async_settings = await asyncio.shield(read[1])
+        return self._async_settings
+
+    async def _aread_settings(self) -> NyneConnectionSettings:
+        return settings_from_connection(await self._aget_connection())
+
+    async def _aget_connection(self) -> Any:
         conn = None
         aget = getattr(BaseHook, "aget_connection", None)
         if aget is not None:
@@ -274,8 +318,7 @@ class NyneHook(BaseHook):
                 conn = await sync_to_async(BaseHook.get_connection)(self.nyne_conn_id)
             except AirflowNotFoundException:
                 raise self._not_found() from None
-        self._async_settings = settings_from_connection(conn)
-        return self._async_settings
+        return conn
 
     def _client_kwargs(self, settings: NyneConnectionSettings) -> dict[str, Any]:
         kwargs = settings.client_kwargs()

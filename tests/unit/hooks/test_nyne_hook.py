@@ -6,6 +6,7 @@ secrets backend. HTTP calls go to a small canned API on 127.0.0.1 started by the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import airflow_provider_nyne.hooks.nyne as nyne_hook_module
 from airflow_provider_nyne._compat import AirflowNotFoundException
 from airflow_provider_nyne.client.errors import NyneAuthError, NyneValidationError
 from airflow_provider_nyne.client.http import AsyncNyneClient, NyneClient
@@ -424,6 +426,72 @@ async def test_aget_settings_reads_env_connection(set_conn: Any, monkeypatch: py
     assert (settings.base_url, settings.timeout, settings.api_key) == ("http://127.0.0.1:8765", 4.0, KEY)
     assert await hook.aget_settings() is settings  # cached
     assert used == ["nyne_async"]
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch, gate: asyncio.Event | None = None) -> list[str]:
+    """Spy on the async connection lookup (optionally held until ``gate`` is set)."""
+    from airflow.sdk import BaseHook
+
+    used: list[str] = []
+    real = BaseHook.aget_connection
+
+    async def spy(conn_id: str) -> Any:
+        used.append(conn_id)
+        if gate is not None:
+            await gate.wait()
+        return await real(conn_id)
+
+    monkeypatch.setattr(BaseHook, "aget_connection", staticmethod(spy))
+    return used
+
+
+async def test_hooks_of_one_event_loop_share_one_read_of_a_connection(
+    set_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fan-out's waits reach the triggerer together: one read serves all of them.
+    set_conn("nyne_burst", host="http://127.0.0.1:8765")
+    used = _count_reads(monkeypatch)
+    settings = await asyncio.gather(*(NyneHook("nyne_burst").aget_settings() for _ in range(50)))
+    assert used == ["nyne_burst"]
+    assert all(s is settings[0] for s in settings)
+    assert await NyneHook("nyne_burst").aget_settings() is settings[0]  # read less than a second ago
+    # Past the reuse window a changed connection is read again.
+    monkeypatch.setattr(nyne_hook_module, "ASYNC_SETTINGS_REUSE", 0.0)
+    set_conn("nyne_burst", host="http://127.0.0.1:9876")
+    assert (await NyneHook("nyne_burst").aget_settings()).base_url == "http://127.0.0.1:9876"
+    assert used == ["nyne_burst", "nyne_burst"]
+
+
+async def test_a_failed_read_is_not_reused(set_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_NYNE_LATE", raising=False)
+    with pytest.raises(NyneValidationError, match="'nyne_late' does not exist"):
+        await NyneHook("nyne_late").aget_settings()
+    set_conn("nyne_late", host="http://127.0.0.1:8765")
+    assert (await NyneHook("nyne_late").aget_settings()).base_url == "http://127.0.0.1:8765"
+
+
+async def test_a_cancelled_wait_does_not_cancel_the_read_others_share(
+    set_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_conn("nyne_shared", host="http://127.0.0.1:8765")
+    gate = asyncio.Event()
+    used = _count_reads(monkeypatch, gate)
+    first = asyncio.ensure_future(NyneHook("nyne_shared").aget_settings())
+    second = asyncio.ensure_future(NyneHook("nyne_shared").aget_settings())
+    await asyncio.sleep(0.01)
+    first.cancel()
+    gate.set()
+    assert (await second).base_url == "http://127.0.0.1:8765"
+    assert first.cancelled()
+    assert used == ["nyne_shared"]
+
+
+def test_each_event_loop_reads_the_connection_itself(set_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn("nyne_loops", host="http://127.0.0.1:8765")
+    used = _count_reads(monkeypatch)
+    for _ in range(2):
+        asyncio.run(NyneHook("nyne_loops").aget_settings())
+    assert used == ["nyne_loops", "nyne_loops"]
 
 
 async def test_aget_settings_falls_back_to_sync_lookup(
