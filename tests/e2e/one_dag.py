@@ -1,4 +1,4 @@
-"""A loopback deployment that runs one DAG file against a fresh simulator, for end-to-end tests.
+"""A loopback deployment that runs DAG files against a fresh simulator, for end-to-end tests.
 
 Typical use::
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,28 +46,43 @@ def quiet_simulator(name: str, **settings: Any) -> Iterator[NyneSimulator]:
 
 
 @contextmanager
-def one_dag_deployment(
-    tmp_path: Path, sim: NyneSimulator, dag_id: str, source: str, *, extra: Mapping[str, str] | None = None
+def dags_deployment(
+    tmp_path: Path,
+    sim: NyneSimulator,
+    dags: Mapping[str, str],
+    *,
+    extra: Mapping[str, str] | None = None,
+    unpause: bool = True,
 ) -> Iterator[AirflowProcesses]:
     """
-    Scheduler, triggerer, dag-processor and api-server on loopback, with the DAG parsed and unpaused.
+    Scheduler, triggerer, dag-processor and api-server on loopback, with the DAGs parsed.
 
     Every process is stopped by pid when the block ends, and none may be left.
 
     :param tmp_path: where ``AIRFLOW_HOME`` goes
     :param sim: the simulator the ``nyne_default`` connection points at
-    :param dag_id: the DAG's id
-    :param source: the DAG file's text
+    :param dags: the source of each DAG file, by DAG id (the file is ``<dag id>.py``)
     :param extra: more environment for every process
+    :param unpause: unpause every DAG once parsed (the scheduler then creates scheduled runs)
     """
     home = tmp_path / "airflow"
-    dags = home / "dags"
-    env = deployment_env(home, dags_folder=dags, extra={**sim.airflow_env(), **(extra or {})})
-    (dags / f"{dag_id}.py").write_text(source)
+    folder = home / "dags"
+    env = deployment_env(home, dags_folder=folder, extra={**sim.airflow_env(), **(extra or {})})
+    for dag_id, source in dags.items():
+        (folder / f"{dag_id}.py").write_text(source)
     with AirflowProcesses(home, env) as af:
         af.run_cli("db", "migrate")
         af.start_all()
-        af.wait_for_dag(dag_id)
-        af.run_cli("dags", "unpause", dag_id)
+        for dag_id in dags:
+            af.wait_for_dag(dag_id)
+            if unpause:
+                af.run_cli("dags", "unpause", dag_id)
         yield af
     assert af.leftover_processes() == []
+
+
+def one_dag_deployment(
+    tmp_path: Path, sim: NyneSimulator, dag_id: str, source: str, *, extra: Mapping[str, str] | None = None
+) -> AbstractContextManager[AirflowProcesses]:
+    """:func:`dags_deployment` of one DAG, unpaused."""
+    return dags_deployment(tmp_path, sim, {dag_id: source}, extra=extra)

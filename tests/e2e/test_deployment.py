@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_nyne.testing.simulator import NyneSimulator
-from tests.fixtures.airflow_processes import AirflowProcesses, deployment_env
+from tests.e2e.one_dag import dags_deployment
+from tests.fixtures.airflow_processes import AirflowProcesses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -50,26 +50,13 @@ def sim() -> Iterator[NyneSimulator]:
 @pytest.fixture(scope="module")
 def deployment(sim: NyneSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowProcesses]:
     """All four components running, the example parsed and unpaused; everything stopped afterwards."""
-    home = tmp_path_factory.mktemp("e2e") / "airflow"
-    dags = home / "dags"
-    env = deployment_env(
-        home,
-        dags_folder=dags,
-        extra={
-            **sim.airflow_env(),
-            "NYNE_EXAMPLE_POLL_INTERVAL": "1",
-            "NYNE_EXAMPLE_OUTPUT_BASE": f"file://{home / 'output'}",
-        },
-    )
-    shutil.copy(EXAMPLE, dags / EXAMPLE.name)
-    with AirflowProcesses(home, env) as af:
-        af.run_cli("db", "migrate")
-        af.start_all()
-        af.wait_for_dag(DAG_ID)
-        af.run_cli("dags", "unpause", DAG_ID)
+    tmp_path = tmp_path_factory.mktemp("e2e")
+    extra = {
+        "NYNE_EXAMPLE_POLL_INTERVAL": "1",
+        "NYNE_EXAMPLE_OUTPUT_BASE": f"file://{tmp_path / 'airflow' / 'output'}",
+    }
+    with dags_deployment(tmp_path, sim, {DAG_ID: EXAMPLE.read_text()}, extra=extra) as af:
         yield af
-    leftovers = af.leftover_processes()
-    assert not leftovers, f"processes left running: {leftovers}"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ the one submission and the one charge.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import signal
 import textwrap
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ import psutil
 import pytest
 
 from airflow_provider_nyne.testing.simulator import NyneSimulator
-from tests.fixtures.airflow_processes import AirflowProcesses, deployment_env
+from tests.e2e.one_dag import one_dag_deployment, quiet_simulator
+from tests.fixtures.airflow_processes import AirflowProcesses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -59,29 +59,14 @@ DAG_SOURCE = textwrap.dedent(
 
 @pytest.fixture
 def sim() -> Iterator[NyneSimulator]:
-    with NyneSimulator(
-        api_key=f"e2eKEY{secrets.token_hex(8)}",
-        api_secret=f"e2eSECRET{secrets.token_hex(12)}",
-        job_duration=1.0,
-        rate_limit_per_minute=None,
-        rate_limit_per_hour=None,
-    ) as simulator:
+    with quiet_simulator("e2e", job_duration=1.0) as simulator:
         yield simulator
 
 
 @pytest.fixture
 def deployment(sim: NyneSimulator, tmp_path: Path) -> Iterator[AirflowProcesses]:
-    home = tmp_path / "airflow"
-    dags = home / "dags"
-    env = deployment_env(home, dags_folder=dags, extra=sim.airflow_env())
-    (dags / f"{DAG_ID}.py").write_text(DAG_SOURCE)
-    with AirflowProcesses(home, env) as af:
-        af.run_cli("db", "migrate")
-        af.start_all()
-        af.wait_for_dag(DAG_ID)
-        af.run_cli("dags", "unpause", DAG_ID)
+    with one_dag_deployment(tmp_path, sim, DAG_ID, DAG_SOURCE) as af:
         yield af
-    assert af.leftover_processes() == []
 
 
 def _process_talking_to(af: AirflowProcesses, port: int) -> psutil.Process | None:

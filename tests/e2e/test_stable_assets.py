@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -26,7 +25,8 @@ import httpx
 import pytest
 
 from airflow_provider_nyne.testing.simulator import NyneSimulator
-from tests.fixtures.airflow_processes import AirflowProcesses, deployment_env
+from tests.e2e.one_dag import dags_deployment
+from tests.fixtures.airflow_processes import AirflowProcesses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
@@ -74,28 +74,17 @@ def sim() -> Iterator[NyneSimulator]:
 @pytest.fixture(scope="module")
 def deployment(sim: NyneSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowProcesses]:
     """The four components, the example and its consumer parsed; everything stopped afterwards."""
-    home = tmp_path_factory.mktemp("assets") / "airflow"
-    dags = home / "dags"
-    env = deployment_env(
-        home,
-        dags_folder=dags,
-        extra={
-            **sim.airflow_env(),
-            "NYNE_EXAMPLE_POLL_INTERVAL": "1",
-            "NYNE_EXAMPLE_OUTPUT_BASE": f"file://{home / 'output'}",
-            # Airflow 3.1 puts its issuer, unset by default, in REST tokens: recent PyJWT refuses a None issuer.
-            "AIRFLOW__API_AUTH__JWT_ISSUER": "nyne-e2e",
-        },
-    )
-    shutil.copy(EXAMPLE, dags / EXAMPLE.name)
-    (dags / f"{CONSUMER_ID}.py").write_text(CONSUMER_SOURCE.format(consumer_id=CONSUMER_ID))
-    with AirflowProcesses(home, env) as af:
-        af.run_cli("db", "migrate")
-        af.start_all()
-        af.wait_for_dag(DAG_ID)
-        af.wait_for_dag(CONSUMER_ID)
+    tmp_path = tmp_path_factory.mktemp("assets")
+    extra = {
+        "NYNE_EXAMPLE_POLL_INTERVAL": "1",
+        "NYNE_EXAMPLE_OUTPUT_BASE": f"file://{tmp_path / 'airflow' / 'output'}",
+        # Airflow 3.1 puts its issuer, unset by default, in REST tokens: recent PyJWT refuses a None issuer.
+        "AIRFLOW__API_AUTH__JWT_ISSUER": "nyne-e2e",
+    }
+    dags = {DAG_ID: EXAMPLE.read_text(), CONSUMER_ID: CONSUMER_SOURCE.format(consumer_id=CONSUMER_ID)}
+    # Left paused: the test unpauses the example through the REST API.
+    with dags_deployment(tmp_path, sim, dags, extra=extra, unpause=False) as af:
         yield af
-    assert af.leftover_processes() == []
 
 
 @pytest.fixture(scope="module")

@@ -138,6 +138,11 @@ def test_airflow_refuses_a_malformed_nyne_asset(uri: str, reason: str) -> None:
             "nyne://interactions/instagram/natgeo/followers,following",
             id="instagram-both",
         ),
+        pytest.param(
+            {"social_media_url": "https://www.instagram.com/natgeo/", "type": "followers,following"},
+            "nyne://interactions/instagram/natgeo/followers,following",
+            id="instagram-url",
+        ),
     ],
 )
 def test_built_uri_parses_back_to_the_same_lookup(fields: dict[str, Any], uri: str) -> None:
