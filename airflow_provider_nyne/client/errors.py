@@ -36,6 +36,9 @@ class NyneError(Exception):
     #: Whether the same call may succeed later (a task failure that burns Airflow's retries,
     #: a poll the wait loop tolerates), as opposed to one only a change can fix.
     retryable: bool = False
+    #: Whether the fix is in the account or its connection (key, credits, permissions): a
+    #: task's message then names the Airflow connection.
+    concerns_account: bool = False
 
     def __init__(
         self,
@@ -136,6 +139,8 @@ class NyneValidationError(NyneError, ValueError):
 class NyneAuthError(NyneError):
     """401: the API key or secret is missing or wrong."""
 
+    concerns_account = True
+
     @property
     def proves_not_processed(self) -> bool:
         """Refused by the API (401), or found missing before sending."""
@@ -145,9 +150,13 @@ class NyneAuthError(NyneError):
 class NyneCreditsError(NyneError):
     """402: the account has no credits left."""
 
+    concerns_account = True
+
 
 class NyneForbiddenError(NyneError):
     """403: the account may not make this call (``reason`` is the API's code)."""
+
+    concerns_account = True
 
     @property
     def reason(self) -> str | None:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_nyne import client
 from airflow_provider_nyne._compat import AirflowException, AirflowFailException
-from airflow_provider_nyne.client.errors import NyneError, NyneNotFoundError, NyneRateLimitError
 from airflow_provider_nyne.client.schedule import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_MAX_POLL_INTERVAL,
@@ -31,6 +31,7 @@ from airflow_provider_nyne.utils.waiting import NyneWaitMixin
 # hook and HTTP client, request state, callbacks) is imported where it is used.
 if TYPE_CHECKING:
     from airflow_provider_nyne.callbacks.plan import CallbackPlan
+    from airflow_provider_nyne.client.errors import NyneRateLimitError
     from airflow_provider_nyne.client.models import JobStatus
     from airflow_provider_nyne.client.request import InteractionRequest
     from airflow_provider_nyne.utils.credits import CreditHold, CreditReservations
@@ -256,13 +257,13 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
                 callback_url=self.callback_url or None,
                 platform=self.platform or None,
             )
-        except NyneError as err:
+        except client.NyneError as err:
             self.fail(err)
 
     def _status(self, request_id: str) -> JobStatus:
         try:
             return self.hook.get_interactions_status(request_id)
-        except NyneError as err:
+        except client.NyneError as err:
             self.fail(err)
 
     def _reconnect(
@@ -291,10 +292,10 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             return None
         try:
             status = self.hook.get_interactions_status(rid)
-        except NyneNotFoundError:
+        except client.NyneNotFoundError:
             self.log.info("Nyne request %s from a previous try has expired; submitting again", rid)
             return None
-        except NyneError as err:
+        except client.NyneError as err:
             # Unsure whether it still runs: do not submit (that could pay twice); let Airflow retry.
             self.fail(err)
         if status.state is JobState.FAILED:
@@ -348,11 +349,11 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         deadline = time.time() + (SUBMIT_WAIT_IN_WORKER if self.deferrable else self.timeout)
         try:
             request_id = self.hook.submit_interactions(request, deadline=deadline)
-        except NyneError as err:
+        except client.NyneError as err:
             if err.proves_not_processed:
                 store.clear_submission()
                 self.forget_request()
-            if isinstance(err, NyneRateLimitError) and self.deferrable:
+            if isinstance(err, client.NyneRateLimitError) and self.deferrable:
                 # The credits stay reserved: this task submits the same lookup once the window reopens.
                 self._defer_until_room(err, context)
             if err.proves_not_processed:
@@ -387,7 +388,7 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             if minimum is not None:
                 try:
                     usage = self.hook.get_usage()
-                except NyneError as err:
+                except client.NyneError as err:
                     self.fail(err)
                 balance = balance_from_usage(usage)
                 check_balance(balance, minimum)

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_nyne import client
 from airflow_provider_nyne._compat import (
     AirflowFailException,
     AirflowSensorTimeout,
     reschedule_context,
 )
-from airflow_provider_nyne.client.errors import NyneError, NyneRateLimitError
 from airflow_provider_nyne.client.schedule import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_MAX_POLL_INTERVAL,
@@ -127,12 +127,12 @@ class NyneInteractionsSensor(NyneWaitMixin, BaseSensorOperator):
         self.note_request(rid, self.retry_after_kill)
         try:
             status = self.hook.get_interactions_status(rid)
-        except NyneRateLimitError as err:
+        except client.NyneRateLimitError as err:
             # Never a failure: poke again once the key's rate-limit window reopens.
             self._retry_after = err.retry_after
             self.log.info("Polling Nyne request %s waits for the rate limit (%s)", rid, err)
             return False
-        except NyneError as err:
+        except client.NyneError as err:
             if err.retryable and self._transient_errors < self.max_transient_errors:
                 self._transient_errors += 1
                 self.log.warning(

@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_nyne import client
 from airflow_provider_nyne._compat import AirflowException, AirflowFailException
-from airflow_provider_nyne.client.errors import NyneError
 from airflow_provider_nyne.transfers.interactions_to_storage import NyneInteractionsToObjectStorageOperator
 
 # Like the other operator modules, imported on every DAG parse: the callback client and its
@@ -104,7 +104,7 @@ class NyneCallbackResultToObjectStorageOperator(NyneInteractionsToObjectStorageO
             try:
                 secret = config.signing_secret(self.hook.settings.callback_secret)
                 status = fetch_callback_status(request_id, str(self.correlation_id), secret=secret)
-            except NyneError as err:
+            except client.NyneError as err:
                 if not self.fallback_to_api:
                     raise AirflowException(str(err)) from err
                 self.log.warning("Could not read the stored callback (%s); asking the API once", err)

@@ -19,13 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from airflow_provider_nyne import client
 from airflow_provider_nyne._compat import (
     AirflowException,
     AirflowFailException,
     AirflowSkipException,
     object_storage_conn_id,
 )
-from airflow_provider_nyne.client.errors import NyneError
 from airflow_provider_nyne.client.schedule import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
 from airflow_provider_nyne.utils.arguments import (
     DEFAULT_CONN_ID,
@@ -314,7 +314,7 @@ class NyneInteractionsToObjectStorageOperator(NyneWaitMixin, BaseOperator):
         """The request's status with its result; subclasses may read it from elsewhere (callbacks)."""
         try:
             return self.hook.get_interactions_status(request_id)
-        except NyneError as err:
+        except client.NyneError as err:
             # 404 says the request expired, 401/403 name the credential or reason: no retry;
             # transient failures raise a retryable error.
             self.fail(err)

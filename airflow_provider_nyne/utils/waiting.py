@@ -48,17 +48,11 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
+from airflow_provider_nyne import client
 from airflow_provider_nyne._compat import (
     AirflowException,
     AirflowFailException,
     AirflowSkipException,
-)
-from airflow_provider_nyne.client.errors import (
-    NyneAuthError,
-    NyneCreditsError,
-    NyneError,
-    NyneForbiddenError,
-    error_from_event,
 )
 from airflow_provider_nyne.client.schedule import (
     DEFAULT_BACKOFF_FACTOR,
@@ -78,6 +72,7 @@ from airflow_provider_nyne.utils.arguments import (
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
 
+    from airflow_provider_nyne.client.errors import NyneError
     from airflow_provider_nyne.client.models import JobStatus
     from airflow_provider_nyne.hooks.nyne import NyneHook
 
@@ -90,9 +85,6 @@ DEFER_TIMEOUT_GRACE = 300.0
 FIRST_CHECK_WAIT = 10.0
 
 EVENT_STATUSES = frozenset({"success", "failed", "error", "timeout"})
-
-#: Errors that say which account setting to fix: the message names the connection.
-_ACCOUNT_ERRORS = (NyneAuthError, NyneCreditsError, NyneForbiddenError)
 
 
 def result_summary(request_id: str, total_count: int | None) -> dict[str, Any]:
@@ -182,7 +174,9 @@ class NyneWaitMixin:
         init = cls.__dict__.get("__init__")
         if init is None or getattr(init, "_nyne_deferrable_default", False):
             return
-        if "deferrable" not in inspect.signature(init).parameters:
+        # The parameter names, without building a signature at every parse.
+        code = inspect.unwrap(init).__code__
+        if "deferrable" not in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]:
             return
         cls.__init__ = _deployment_deferrable_default(init)  # type: ignore[method-assign]
 
@@ -283,7 +277,7 @@ class NyneWaitMixin:
         :param submitting: ``error`` came from the (paid) submission
         """
         message = f"Nyne: {error}"
-        if isinstance(error, _ACCOUNT_ERRORS):
+        if error.concerns_account:
             message += f" (Airflow connection {self.nyne_conn_id!r})"
         if not error.retryable:
             return AirflowFailException(message)
@@ -386,7 +380,7 @@ class NyneWaitMixin:
                 status = self.hook.get_interactions_status(
                     request_id, deadline=time.time() + FIRST_CHECK_WAIT
                 )
-            except NyneError as err:
+            except client.NyneError as err:
                 if not err.retryable:
                     self.fail(err)
                 # No room under the rate limit now, or a transient failure: the wait copes with both.
@@ -430,7 +424,7 @@ class NyneWaitMixin:
                 max_transient_errors=self.max_transient_errors,
                 logger=self.log,
             ).to_event()
-        except NyneError as err:  # the connection cannot be read or built
+        except client.NyneError as err:  # the connection cannot be read or built
             return error_outcome(request_id, err).to_event()
         finally:
             hook.close()
@@ -466,6 +460,8 @@ class NyneWaitMixin:
         if status == "timeout":
             detail = event.get("message") or f"request {rid} still running"
             self._raise(self.timeout_error(f"Timed out waiting for Nyne: {detail}."))
+        from airflow_provider_nyne.client.errors import error_from_event
+
         self.fail(error_from_event(event))
 
 

@@ -30,7 +30,6 @@ PARSE_TIME_MODULES = {
     "airflow_provider_nyne",
     "airflow_provider_nyne._compat",
     "airflow_provider_nyne.client",
-    "airflow_provider_nyne.client.errors",
     "airflow_provider_nyne.client.ratelimit",
     "airflow_provider_nyne.client.schedule",
     "airflow_provider_nyne.operators",

@@ -131,8 +131,24 @@ def test_failure_keeps_retries_for_what_a_retry_can_fix(
     assert info.value.__cause__ is error
 
 
-def test_failure_names_the_connection_only_for_account_errors() -> None:
-    assert "nyne_prod" not in str(Waiter().failure(NyneServerError("boom", status_code=500)))
+@pytest.mark.parametrize(
+    ("error", "names_connection"),
+    [
+        (NyneAuthError("bad key", status_code=401), True),
+        (NyneCreditsError("no credits", status_code=402), True),
+        (NyneForbiddenError("disabled", status_code=403), True),
+        (NyneServerError("boom", status_code=500), False),
+        (NyneValidationError("bad url"), False),
+        (NyneNotFoundError("gone", status_code=404), False),
+        (NyneRateLimitError("slow down", status_code=429), False),
+        (NyneTransportError("reset"), False),
+    ],
+)
+def test_failure_names_the_connection_only_for_account_errors(
+    error: NyneError, names_connection: bool
+) -> None:
+    assert error.concerns_account is names_connection
+    assert ("Airflow connection 'nyne_prod'" in str(Waiter().failure(error))) is names_connection
 
 
 def test_fail_skips_with_soft_fail() -> None:
