@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -44,26 +45,6 @@ REQUEST_ID_XCOM_KEY = "request_id"
 SUBMIT_WAIT_IN_WORKER = 10.0
 #: Context key carrying, across rate-limit deferrals, when the task was first told to come back later.
 RATE_LIMITED_SINCE = "nyne_rate_limited_since"
-
-
-def interrupted_message(record: SubmittedRequest) -> str:
-    """
-    Why a retry stops when a previous try was interrupted while submitting, and how to resume.
-
-    :param record: the intent the previous try left (see :meth:`SubmittedRequest.intent`)
-    """
-    details = [f"try {record.try_number}"] if record.try_number else []
-    if record.since:
-        details.append(f"started {record.since}")
-    when = f" ({', '.join(details)})" if details else ""
-    return (
-        f"Nyne: a previous try of this task was interrupted while submitting this lookup{when} "
-        "and its answer was never recorded: the lookup may be running "
-        "at Nyne and may be charged, so it is not submitted again on its own. To resume without "
-        "paying twice, find the request id in the Nyne dashboard and set "
-        "reuse_request_id='<request id>'; to submit again knowingly (a second charge if the first "
-        "was accepted), set resubmit_if_interrupted=True. Then clear this task."
-    )
 
 
 class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
@@ -284,7 +265,7 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
             return None
         if rid is None:
             if not self.resubmit_if_interrupted:
-                raise AirflowFailException(interrupted_message(record))
+                raise AirflowFailException(record.interrupted_message())
             self.log.warning(
                 "A previous try was interrupted while submitting this lookup; submitting again as "
                 "resubmit_if_interrupted=True asks (if the interrupted one was accepted, both may be charged)"
@@ -405,7 +386,7 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
                 conn_id=self.nyne_conn_id,
                 fingerprint=fingerprint,
             )
-            hold = self._credit_reservations().reserve(key, budget)
+            hold = self._credit_reservations.reserve(key, budget)
         except CreditLimitError as err:
             raise AirflowFailException(f"Nyne: {err}.") from None
         except CreditGuardError as err:
@@ -423,35 +404,12 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         )
         return hold
 
+    @cached_property
     def _credit_reservations(self) -> CreditReservations:
         """The client of the api-server's credit guard, signing with this connection's secret."""
-        from airflow_provider_nyne.callbacks import config
-        from airflow_provider_nyne.utils.credits import CreditGuardError, CreditReservations
+        from airflow_provider_nyne.utils.credits import CreditReservations
 
-        reservations = self.__dict__.get("_nyne_credit_reservations")
-        if reservations is not None:
-            return reservations
-        try:
-            root = config.internal_url()
-        except config.CallbackConfigError as err:
-            raise CreditGuardError(str(err), retryable=False) from None
-        if not root:
-            raise CreditGuardError(
-                "credit_budget needs the api-server's address as workers reach it: set [nyne] "
-                "callback_internal_url (or [core] execution_api_server_url)",
-                retryable=False,
-            )
-        secret = config.signing_secret(self.hook.settings.callback_secret)
-        if not secret:
-            raise CreditGuardError(
-                "credit_budget needs a signing secret: set [nyne] callback_secret (env "
-                "AIRFLOW__NYNE__CALLBACK_SECRET), the same on the workers and the api-server, or the "
-                f"callback_secret extra of connection {self.nyne_conn_id!r}",
-                retryable=False,
-            )
-        reservations = CreditReservations(root, secret)
-        self.__dict__["_nyne_credit_reservations"] = reservations
-        return reservations
+        return CreditReservations.for_connection(self.nyne_conn_id, self.hook.settings.callback_secret)
 
     def _release_credits(self, hold: CreditHold | None) -> None:
         """The submission proved it was not accepted: give its credits back to the run's budget."""
@@ -460,7 +418,7 @@ class NyneSubmitInteractionsOperator(NyneWaitMixin, BaseOperator):
         if hold is None:
             return
         try:
-            released = self._credit_reservations().release(hold)
+            released = self._credit_reservations.release(hold)
         except CreditGuardError as err:
             self.log.warning(
                 "Could not give this lookup's %d credits back to the run's budget (%s): they stay "

@@ -328,6 +328,37 @@ class CreditReservations:
     def __repr__(self) -> str:
         return f"CreditReservations(root_url={self.root_url!r})"
 
+    @classmethod
+    def for_connection(cls, nyne_conn_id: str, connection_secret: str | None) -> CreditReservations:
+        """
+        The credit guard as this deployment's workers reach it, signing with the connection's secret.
+
+        :param nyne_conn_id: the ``nyne`` connection (named in the errors)
+        :param connection_secret: its ``callback_secret`` extra, if any
+        :raises CreditGuardError: (not retryable) when the api-server's address or a secret is not set
+        """
+        from airflow_provider_nyne.callbacks import config
+
+        try:
+            root = config.internal_url()
+        except config.CallbackConfigError as err:
+            raise CreditGuardError(str(err), retryable=False) from None
+        if not root:
+            raise CreditGuardError(
+                "credit_budget needs the api-server's address as workers reach it: set [nyne] "
+                "callback_internal_url (or [core] execution_api_server_url)",
+                retryable=False,
+            )
+        secret = config.signing_secret(connection_secret)
+        if not secret:
+            raise CreditGuardError(
+                "credit_budget needs a signing secret: set [nyne] callback_secret (env "
+                "AIRFLOW__NYNE__CALLBACK_SECRET), the same on the workers and the api-server, or the "
+                f"callback_secret extra of connection {nyne_conn_id!r}",
+                retryable=False,
+            )
+        return cls(root, secret)
+
     def reserve(self, key: ReservationKey, budget: int) -> CreditHold:
         """
         Reserve one lookup's credits in the run's budget.

@@ -91,6 +91,21 @@ class SubmittedRequest:
         """Whether this is an intent: a submission was started and its answer never recorded."""
         return self.request_id is None
 
+    def interrupted_message(self) -> str:
+        """Why a retry stops when this intent was left by an interrupted submission, and how to resume."""
+        details = [f"try {self.try_number}"] if self.try_number else []
+        if self.since:
+            details.append(f"started {self.since}")
+        when = f" ({', '.join(details)})" if details else ""
+        return (
+            f"Nyne: a previous try of this task was interrupted while submitting this lookup{when} "
+            "and its answer was never recorded: the lookup may be running "
+            "at Nyne and may be charged, so it is not submitted again on its own. To resume without "
+            "paying twice, find the request id in the Nyne dashboard and set "
+            "reuse_request_id='<request id>'; to submit again knowingly (a second charge if the first "
+            "was accepted), set resubmit_if_interrupted=True. Then clear this task."
+        )
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON value for the store."""
         if self.request_id is None:

@@ -713,7 +713,7 @@ class UsageHook(FakeHook):
 
 def guarded(hook: FakeHook, reservations: Any, **kwargs: Any) -> NyneSubmitInteractionsOperator:
     op = make(hook, **kwargs)
-    op.__dict__["_nyne_credit_reservations"] = reservations
+    op.__dict__["_credit_reservations"] = reservations
     return op
 
 

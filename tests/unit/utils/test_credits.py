@@ -109,3 +109,28 @@ def test_an_unreachable_api_server_is_tried_again_then_reported_as_retryable() -
         guard.reserve(_key(0), 3)
     assert info.value.retryable is True
     assert SECRET not in repr(guard)
+
+
+def test_the_guard_is_reached_at_the_internal_url_with_the_connection_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_INTERNAL_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_SECRET", "deployment-secret")
+    from_connection = CreditReservations.for_connection("nyne_prod", "connection-secret")
+    assert from_connection.root_url == "http://127.0.0.1:9"
+    assert from_connection._secret == "connection-secret"
+    assert "secret" not in repr(from_connection)
+    assert CreditReservations.for_connection("nyne_prod", None)._secret == "deployment-secret"
+
+
+def test_a_guard_without_address_or_secret_names_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("CALLBACK_INTERNAL_URL", "CALLBACK_BASE_URL", "CALLBACK_SECRET"):
+        monkeypatch.delenv(f"AIRFLOW__NYNE__{key}", raising=False)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "")
+    with pytest.raises(CreditGuardError, match=r"set \[nyne\] callback_internal_url") as info:
+        CreditReservations.for_connection("nyne_prod", "connection-secret")
+    assert info.value.retryable is False
+    monkeypatch.setenv("AIRFLOW__NYNE__CALLBACK_INTERNAL_URL", "http://127.0.0.1:9")
+    with pytest.raises(CreditGuardError, match="callback_secret extra of connection 'nyne_prod'") as info:
+        CreditReservations.for_connection("nyne_prod", None)
+    assert info.value.retryable is False
