@@ -269,28 +269,6 @@ class NyneWaitMixin:
 
     # Failing the right way -------------------------------------------------------------------
 
-    def failure(self, error: NyneError, *, submitting: bool = False) -> Exception:
-        """
-        The Airflow exception for a client error, with a message naming the fix (see :meth:`fail`).
-
-        :param error: the client error
-        :param submitting: ``error`` came from the (paid) submission
-        """
-        message = f"Nyne: {error}"
-        if error.concerns_account:
-            message += f" (Airflow connection {self.nyne_conn_id!r})"
-        if not error.retryable:
-            return AirflowFailException(message)
-        if submitting and not error.may_retry(idempotent=False):
-            # Sent, but no usable answer (read timeout, dropped connection, 500, no request id).
-            return AirflowFailException(
-                f"{message}. The submission may have been processed (and may be charged); it is not "
-                "retried automatically so as not to pay twice: check the Nyne dashboard, then set "
-                "reuse_request_id to attach to the running lookup, or resubmit_if_interrupted=True to "
-                "submit again, and clear this task."
-            )
-        return AirflowException(message)
-
     def fail(self, error: NyneError, *, submitting: bool = False) -> NoReturn:
         """
         Fail the task for a client error: without retries when a retry cannot fix it.
@@ -304,7 +282,23 @@ class NyneWaitMixin:
         :param error: the client error
         :param submitting: ``error`` came from the (paid) submission
         """
-        self._raise(self.failure(error, submitting=submitting), error)
+        message = f"Nyne: {error}"
+        if error.concerns_account:
+            message += f" (Airflow connection {self.nyne_conn_id!r})"
+        if not error.retryable:
+            self._raise(AirflowFailException(message), error)
+        if submitting and not error.may_retry(idempotent=False):
+            # Sent, but no usable answer (read timeout, dropped connection, 500, no request id).
+            self._raise(
+                AirflowFailException(
+                    f"{message}. The submission may have been processed (and may be charged); it is "
+                    "not retried automatically so as not to pay twice: check the Nyne dashboard, then "
+                    "set reuse_request_id to attach to the running lookup, or "
+                    "resubmit_if_interrupted=True to submit again, and clear this task."
+                ),
+                error,
+            )
+        self._raise(AirflowException(message), error)
 
     def _raise(self, error: Exception, cause: BaseException | None = None) -> NoReturn:
         if self.soft_fail:

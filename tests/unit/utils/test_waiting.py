@@ -122,12 +122,11 @@ def is_exactly(exc: Exception, cls: type[Exception]) -> bool:
 def test_failure_keeps_retries_for_what_a_retry_can_fix(
     error: NyneError, expected: type[Exception], fragments: list[str]
 ) -> None:
-    exc = Waiter().failure(error)
-    assert is_exactly(exc, expected)
-    for fragment in fragments:
-        assert fragment in str(exc)
     with pytest.raises(expected) as info:
         Waiter().fail(error)
+    assert is_exactly(info.value, expected)
+    for fragment in fragments:
+        assert fragment in str(info.value)
     assert info.value.__cause__ is error
 
 
@@ -148,7 +147,9 @@ def test_failure_names_the_connection_only_for_account_errors(
     error: NyneError, names_connection: bool
 ) -> None:
     assert error.concerns_account is names_connection
-    assert ("Airflow connection 'nyne_prod'" in str(Waiter().failure(error))) is names_connection
+    with pytest.raises(AirflowException) as info:
+        Waiter().fail(error)
+    assert ("Airflow connection 'nyne_prod'" in str(info.value)) is names_connection
 
 
 def test_fail_skips_with_soft_fail() -> None:
@@ -171,11 +172,13 @@ def test_fail_skips_with_soft_fail() -> None:
 def test_submission_failures_that_may_have_been_processed_are_not_retried(
     error: NyneError, expected: type[Exception]
 ) -> None:
-    exc = Waiter().failure(error, submitting=True)
-    assert is_exactly(exc, expected)
+    with pytest.raises(expected) as info:
+        Waiter().fail(error, submitting=True)
+    assert is_exactly(info.value, expected)
+    assert info.value.__cause__ is error
     if expected is AirflowFailException:
-        assert "may have been processed" in str(exc)
-        assert "reuse_request_id" in str(exc)
+        assert "may have been processed" in str(info.value)
+        assert "reuse_request_id" in str(info.value)
 
 
 # --- finish -------------------------------------------------------------------------------
