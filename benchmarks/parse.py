@@ -3,8 +3,8 @@
 Two measurements, both interleaved (every repetition parses every file once, in a rotating
 order) and reported as median and p90:
 
-* **As the DAG processor parses** (many repetitions): a zygote process loads what Airflow's
-  DAG processor has loaded (``airflow.dag_processing.processor``, plus the ``airflow.*``
+* **As the DAG processor parses** (many repetitions, in several zygotes): a zygote process
+  loads what Airflow's DAG processor has loaded (``airflow.dag_processing.processor``, plus the ``airflow.*``
   modules each file imports, which the processor pre-imports before forking) and forks one
   fresh child per parse; the child runs the processor's own ``_parse_file`` (stability check,
   ``DagBag`` import of the file, serialization). Provider modules are imported by each child,
@@ -274,8 +274,18 @@ def _fmt(values: Sequence[float]) -> str:
     return f"{median(values) * 1000:.1f} / {percentile(values, 90) * 1000:.1f} ms"
 
 
+#: Zygote processes per run: each one's memory layout shifts all its children's timings alike
+#: (by up to a millisecond), so one zygote's medians move from run to run more than the
+#: overhead measured; pooling several makes the figure repeatable.
+ZYGOTES = 3
+
+
 def parse_table(
-    workdir: Path, reps: int = 15, fresh_reps: int = 5, files: Sequence[Path] | None = None
+    workdir: Path,
+    reps: int = 15,
+    fresh_reps: int = 5,
+    files: Sequence[Path] | None = None,
+    zygotes: int = ZYGOTES,
 ) -> Table:
     """Table 3: parse time of each example DAG against its EmptyOperator twin, and the provider's import cost."""
     bundle = workdir / "bundle"
@@ -298,9 +308,13 @@ def parse_table(
     plan = []
     for copy in copies:
         plan += [str(copy), str(bundle / shapes[copy.name]["twin"])]
-    fork = run_child(
-        "benchmarks.parse", ["--zygote", str(bundle), "--reps", str(reps), *plan], env, timeout=600
-    )
+    fork: dict[str, list[list[float]]] = {}
+    for _ in range(zygotes):
+        one = run_child(
+            "benchmarks.parse", ["--zygote", str(bundle), "--reps", str(reps), *plan], env, timeout=600
+        )
+        for name, samples in one.items():
+            fork.setdefault(name, []).extend(samples)
     fresh_file = copies[0]
     fresh: dict[str, list[dict[str, float]]] = {
         str(fresh_file): [],
@@ -320,7 +334,8 @@ def parse_table(
     for copy in copies:
         ours = [c for _, c in fork[f"parse:{copy.name}"]]
         twin = [c for _, c in fork[f"parse:{shapes[copy.name]['twin']}"]]
-        extra = median(ours) - median(twin)
+        # Each repetition parsed both files in the same zygote: compare them pairwise.
+        extra = median([a - b for a, b in zip(ours, twin, strict=True)])
         info = shapes[copy.name]
         table.rows.append(
             [
@@ -354,8 +369,9 @@ def parse_table(
         label = labels.get(module, f"`import {module}`")
         table.rows.append([f"{label}, after Airflow's own modules", "-", _fmt(walls), "-", "-"])
     table.notes += [
-        f"{reps} repetitions per file in forked children (each repetition parses every file in a "
-        f"rotating order), {fresh_reps} in fresh interpreters. "
+        f"{zygotes} zygotes x {reps} repetitions per file in forked children (each repetition parses "
+        f"every file in a rotating order), {fresh_reps} in fresh interpreters. The overhead is the "
+        "median of the differences between each repetition's parse and its twin's. "
         + ("No example DAGs were found, so a representative DAG was used. " if representative else "")
         + "The twin is the same file with the provider's classes replaced by `EmptyOperator` stand-ins "
         "(same tasks, edges, params, templates and mapping), so the overhead column is what using the "
