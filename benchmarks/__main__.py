@@ -35,7 +35,8 @@ class Sizes:
     :param fleet_tls_jobs: shortest and longest job of the HTTPS fleet table, seconds
     :param worker: lookups per sensor in the worker-time table
     :param worker_jobs: shortest and longest job of the worker-time table, seconds
-    :param parse_reps: parses of each file in forked children
+    :param parse_reps: parses of each file in forked children, per zygote
+    :param parse_zygotes: zygote processes the parse table pools (see ``benchmarks.parse.ZYGOTES``)
     :param fresh_reps: parses of one file in fresh interpreters
     """
 
@@ -48,6 +49,7 @@ class Sizes:
     worker: int
     worker_jobs: tuple[float, float]
     parse_reps: int
+    parse_zygotes: int
     fresh_reps: int
 
 
@@ -62,6 +64,7 @@ SIZES = {
         worker=20,
         worker_jobs=(8.0, 12.0),
         parse_reps=15,
+        parse_zygotes=3,
         fresh_reps=3,
     ),
     "small": Sizes(
@@ -74,6 +77,7 @@ SIZES = {
         worker=2,
         worker_jobs=(0.5, 1.0),
         parse_reps=2,
+        parse_zygotes=1,
         fresh_reps=1,
     ),
 }
@@ -117,7 +121,9 @@ def run(sections: Sequence[str], sizes: Sizes, log: Callable[[str], None] = prin
                     low, high = sizes.worker_jobs
                     table = worker_time_table(sim, workdir, sizes.worker, low, high)
                 elif section == "parse":
-                    table = parse_table(workdir / "parse", sizes.parse_reps, sizes.fresh_reps)
+                    table = parse_table(
+                        workdir / "parse", sizes.parse_reps, sizes.fresh_reps, zygotes=sizes.parse_zygotes
+                    )
                 elif section == "schedule":
                     table = poll_schedule_table()
                 else:
