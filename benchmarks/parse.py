@@ -49,6 +49,10 @@ PROVIDER_MODULES = (
     "airflow_provider_nyne.triggers.interactions",
 )
 EMPTY_SUFFIX = "__empty_shape"
+#: A package of empty modules in the bundle, imported by the zygote as the provider's own package
+#: is: importing its modules in a forked parser is the floor of what any module costs, for scale.
+EMPTY_PACKAGE = "_nyne_bench_empty"
+EMPTY_MODULES = 10
 
 #: Used when ``example_dags/`` has no DAG files: the shape of a typical provider DAG.
 REPRESENTATIVE_DAG = '''"""Submit, wait in the triggerer, land in object storage."""
@@ -239,6 +243,7 @@ def _zygote(bundle: Path, files: Sequence[str], reps: int) -> dict[str, Any]:
     for path in files:
         _pre_import_airflow_modules(path, log)
     sys.path.append(str(bundle))
+    importlib.import_module(EMPTY_PACKAGE)
     gc.collect()
     gc.freeze()  # as the DAG processor's manager does before forking parsers
     items: list[tuple[str, Any]] = [
@@ -247,12 +252,23 @@ def _zygote(bundle: Path, files: Sequence[str], reps: int) -> dict[str, Any]:
     items += [(f"import:{m}", lambda m=m: importlib.import_module(m)) for m in PROVIDER_MODULES]
     items.append(("import:dag", lambda: [importlib.import_module(m) for m in DAG_MODULES]))
     items.append(("import:all", lambda: [importlib.import_module(m) for m in PROVIDER_MODULES]))
+    items.append(
+        (
+            "import:empty",
+            lambda: [importlib.import_module(f"{EMPTY_PACKAGE}.m{i}") for i in range(EMPTY_MODULES)],
+        )
+    )
     results: dict[str, list[list[float]]] = {name: [] for name, _ in items}
     for rep in range(reps):
         shift = rep % len(items)
         for name, action in items[shift:] + items[:shift]:
             results[name].append(list(_in_fork(action)))
-    return results
+    # Last, in the zygote itself (no fork follows): how many provider modules a DAG file loads.
+    before = set(sys.modules)
+    for module in DAG_MODULES:
+        importlib.import_module(module)
+    loaded = sorted(m for m in set(sys.modules) - before if m.split(".")[0] == "airflow_provider_nyne")
+    return {"results": results, "dag_loads": loaded}
 
 
 def _fresh(path: str, bundle: str) -> dict[str, float]:
@@ -303,17 +319,23 @@ def parse_table(
         copies.append(dst)
     env = airflow_env(workdir)
     shapes = run_child("benchmarks.parse", ["--shapes", str(bundle), *map(str, copies)], env, timeout=300)
+    empty = bundle / EMPTY_PACKAGE
+    empty.mkdir(exist_ok=True)
+    for name in ("__init__", *(f"m{i}" for i in range(EMPTY_MODULES))):
+        (empty / f"{name}.py").write_text('"""Empty: what importing any module costs a forked parser."""\n')
     compile_sources()
     compileall.compile_dir(str(bundle), quiet=1)
     plan = []
     for copy in copies:
         plan += [str(copy), str(bundle / shapes[copy.name]["twin"])]
     fork: dict[str, list[list[float]]] = {}
+    dag_loads: list[str] = []
     for _ in range(zygotes):
         one = run_child(
             "benchmarks.parse", ["--zygote", str(bundle), "--reps", str(reps), *plan], env, timeout=600
         )
-        for name, samples in one.items():
+        dag_loads = one["dag_loads"]
+        for name, samples in one["results"].items():
             fork.setdefault(name, []).extend(samples)
     fresh_file = copies[0]
     fresh: dict[str, list[dict[str, float]]] = {
@@ -363,8 +385,9 @@ def parse_table(
     labels = {
         "dag": "the operator, sensor and transfer modules together (what a DAG file imports)",
         "all": "all five modules (what a running task or the triggerer loads)",
+        "empty": f"{EMPTY_MODULES} empty modules of an imported package (the floor of any import), for scale",
     }
-    for module in (*PROVIDER_MODULES, "dag", "all"):
+    for module in (*PROVIDER_MODULES, "dag", "all", "empty"):
         walls = [c for _, c in fork[f"import:{module}"]]
         label = labels.get(module, f"`import {module}`")
         table.rows.append([f"{label}, after Airflow's own modules", "-", _fmt(walls), "-", "-"])
@@ -379,6 +402,11 @@ def parse_table(
         "CPU time (user + system) of the parsing process, less sensitive than wall time to the other "
         "processes on this shared machine; medians are the figures to compare, p90 shows the noise. "
         "Bytecode is compiled beforehand, as for an installed package.",
+        f"A DAG file importing the operator, sensor and transfer loads {len(dag_loads)} provider modules "
+        "that the DAG processor has not loaded before it forks (Airflow pre-imports only `airflow.*` "
+        f"modules): {', '.join(f'`{m}`' for m in dag_loads)}. Each costs a forked parser at least what "
+        "an empty module does (the last row, divided by "
+        f"{EMPTY_MODULES}).",
     ]
     return table
 
